@@ -1,0 +1,124 @@
+"""Metrics: clu collections for train/eval, top-k accuracy, and a JSONL writer.
+
+(No `from __future__ import annotations` here: clu reads the annotations.)
+"""
+
+
+import json
+import os
+from typing import Any, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metric_writers, metrics
+
+
+def topk_correct(logits, labels, k: int):
+  """1.0 where the label is among the k highest logits, ties counted against it.
+
+  Correct iff #(other classes scoring >= the label's score) < k, so a network
+  that outputs a constant scores 0, never 100%; k above the class count is clipped.
+  """
+  k = min(k, logits.shape[-1])
+  label_score = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  higher = jnp.sum(logits > label_score, axis=-1)
+  ties = jnp.sum(logits == label_score, axis=-1) - 1
+  return (higher + ties < k).astype(jnp.float32)
+
+
+def cross_entropy(logits, labels):
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Average.from_output("accuracy")
+  grad_norm: metrics.Average.from_output("grad_norm")
+  learning_rate: metrics.LastValue.from_output("learning_rate")
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Average.from_output("accuracy")
+  top5_accuracy: metrics.Average.from_output("top5_accuracy")
+
+
+def eval_outputs(logits, labels) -> dict:
+  """Per-example values the eval metrics average."""
+  return {"loss": cross_entropy(logits, labels),
+          "accuracy": topk_correct(logits, labels, 1),
+          "top5_accuracy": topk_correct(logits, labels, 5)}
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Scalars as one JSON object per line in <workdir>/metrics.jsonl (for scripts/report)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    row = {"step": int(step)}
+    row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+def read_jsonl(path: str) -> dict:
+  """{step: {metric: value}}; a later row for the same step (after a resume) wins per metric."""
+  out: dict = {}
+  if not os.path.exists(path):
+    return out
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # a line cut by a crash
+      out.setdefault(row.pop("step"), {}).update(row)
+  return dict(sorted(out.items()))
+
+
+def create_writer(workdir: str):
+  """TensorBoard events + log lines (process 0), plus metrics.jsonl."""
+  if jax.process_index() > 0:
+    return metric_writers.create_default_writer(workdir, just_logging=True)
+  return metric_writers.MultiWriter([
+      metric_writers.create_default_writer(workdir, asynchronous=False),
+      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+  ])

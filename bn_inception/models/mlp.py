@@ -1,0 +1,48 @@
+"""The MNIST network of Sec. 4.1 / Figure 1."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax.numpy as jnp
+import flax.linen as nn
+
+PROBES = "probes"
+
+ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
+
+
+def activation_fn(name: str) -> Callable:
+  try:
+    return ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f"Unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+class MLP(nn.Module):
+  """Fully-connected hidden layers, optional BN before each nonlinearity, softmax output.
+
+  With BN the Dense bias is dropped: BN's beta takes its role (Sec. 3.2). The
+  input to unit `probe_unit` of the last hidden nonlinearity is written to the
+  `probes` collection when it is mutable (Figure 1(b, c)).
+  """
+  hidden_units: Sequence[int]
+  num_classes: int
+  activation: str = "sigmoid"
+  init_stddev: float = 0.01
+  probe_unit: int = 0
+  norm: Optional[Callable] = None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    act = activation_fn(self.activation)
+    init = nn.initializers.normal(self.init_stddev)
+    x = jnp.reshape(x, (x.shape[0], -1))
+    for i, units in enumerate(self.hidden_units):
+      x = nn.Dense(units, use_bias=self.norm is None, kernel_init=init, name=f"dense{i}")(x)
+      if self.norm is not None:
+        x = self.norm(use_running_average=not train, name=f"bn{i}")(x)
+      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(PROBES):
+        self.put_variable(PROBES, "last_hidden_input", x[:, self.probe_unit])
+      x = act(x)
+    return nn.Dense(self.num_classes, kernel_init=init, name="logits")(x)

@@ -1,0 +1,301 @@
+"""The one training loop, for every model and dataset.
+
+create_train_state -> train_step / eval_step (jax.jit on the data-parallel Mesh)
+-> train_and_evaluate: resume, step, log (clu), evaluate the whole eval split,
+checkpoint (orbax), stop cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import time
+from typing import Any, Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import periodic_actions
+from flax.training import train_state
+
+from bn_inception import checkpoint as ckpt_lib
+from bn_inception import metrics as metrics_lib
+from bn_inception import models, optim, sharding
+from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
+from bn_inception.data import DataSource, create_source
+from bn_inception.models.mlp import PROBES
+
+PERCENTILES = (15, 50, 85)  # Figure 1(b, c)
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  # Steps whose loss or gradients were non-finite (their update was not applied),
+  # and the first such step (-1: none).
+  nonfinite_steps: jax.Array
+  first_nonfinite_step: jax.Array
+
+
+class NonFiniteError(Exception):
+  """The loss or the gradients became NaN/inf."""
+
+
+def create_train_state(model, tx, image_shape, rng) -> TrainState:
+  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = model.init({"params": rng, "dropout": rng}, dummy, train=False)
+  return TrainState.create(
+      apply_fn=model.apply, params=variables["params"], tx=tx,
+      batch_stats=variables.get(BATCH_STATS, {}),
+      nonfinite_steps=jnp.zeros((), jnp.int32),
+      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def _variables(state: TrainState) -> dict:
+  v = {"params": state.params}
+  if state.batch_stats:
+    v[BATCH_STATS] = state.batch_stats
+  return v
+
+
+def train_step(state: TrainState, batch, *, normalize: Callable, schedule: Callable,
+               base_rng, loss_scale_fn: Optional[Callable] = None):
+  """One SGD step. The dropout stream is a function of (seed, step)."""
+  images = normalize(batch["image"])
+  labels = batch["label"]
+  rng = jax.random.fold_in(base_rng, state.step)
+
+  def loss_fn(params):
+    logits, mutated = state.apply_fn(
+        {**_variables(state), "params": params}, images, train=True,
+        rngs={"dropout": rng}, mutable=[BATCH_STATS])
+    loss = metrics_lib.cross_entropy(logits, labels).mean()
+    if loss_scale_fn is not None:
+      loss = loss * loss_scale_fn(state.step)
+    return loss, (logits, mutated.get(BATCH_STATS, {}))
+
+  (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updated = state.apply_gradients(grads=grads, batch_stats=new_stats)
+  # A non-finite step changes nothing but the step counter and the tally, so a
+  # NaN never reaches the parameters or a checkpoint.
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                           updated, state.replace(step=updated.step))
+  new_state = new_state.replace(
+      nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+      first_nonfinite_step=jnp.where(
+          (state.first_nonfinite_step < 0) & ~finite, state.step, state.first_nonfinite_step))
+  metrics = metrics_lib.TrainMetrics.single_from_model_output(
+      loss=loss, accuracy=metrics_lib.topk_correct(logits, labels, 1).mean(),
+      grad_norm=grad_norm, learning_rate=schedule(state.step))
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, normalize: Callable):
+  """Masked metrics over one padded batch, plus any probes the model writes."""
+  logits, mutated = state.apply_fn(_variables(state), normalize(batch["image"]),
+                                   train=False, mutable=[PROBES])
+  outputs = metrics_lib.eval_outputs(logits, batch["label"])
+  metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)
+  return metrics, mutated.get(PROBES, {})
+
+
+def moments_step(state: TrainState, batch, *, normalize: Callable, base_rng):
+  """Training-mode batch moments of every BN layer (for Alg. 2, step 10)."""
+  _, mutated = state.apply_fn(_variables(state), normalize(batch["image"]), train=True,
+                              rngs={"dropout": base_rng}, mutable=[BATCH_STATS, BATCH_MOMENTS])
+  return mutated[BATCH_MOMENTS]
+
+
+class Trainer:
+  """Compiled steps for one (config, mesh, data source)."""
+
+  def __init__(self, config, mesh=None, source: Optional[DataSource] = None):
+    self.config = config
+    self.mesh = mesh or sharding.create_mesh()
+    self.source = source or create_source(config.data)
+    sharding.check_batch(config.train.batch_size, self.mesh)
+    sharding.check_batch(config.train.eval_batch_size, self.mesh, "train.eval_batch_size")
+    group = sharding.bn_group_size(config.bn, config.train.batch_size, self.mesh)
+    if config.model.get("num_classes", self.source.num_classes) != self.source.num_classes:
+      raise ValueError(f"config.model.num_classes={config.model.num_classes} but the "
+                       f"dataset has {self.source.num_classes} classes.")
+    self.model = models.create_model(config, bn_group_size=group)
+    self.tx, self.schedule = optim.create_optimizer(config.optim, config.train.num_steps)
+    self.base_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+
+    repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    self.abstract_state = jax.eval_shape(
+        lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng))
+    self.state_sharding = jax.tree.map(lambda _: repl, self.abstract_state)
+    self._init = jax.jit(
+        lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
+        out_shardings=self.state_sharding)
+    poison = config.train.get("inject_nonfinite_at_step", -1)
+    loss_scale_fn = None
+    if poison >= 0:  # fault injection for the reliability tests
+      loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
+    self.train_step = jax.jit(
+        functools.partial(train_step, normalize=self.source.normalize,
+                          schedule=self.schedule, base_rng=self.base_rng,
+                          loss_scale_fn=loss_scale_fn),
+        in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
+        donate_argnums=0)
+    self.eval_step = jax.jit(
+        functools.partial(eval_step, normalize=self.source.normalize),
+        in_shardings=(self.state_sharding, data))
+    self.moments_step = jax.jit(
+        functools.partial(moments_step, normalize=self.source.normalize,
+                          base_rng=self.base_rng),
+        in_shardings=(self.state_sharding, data))
+
+  def init_state(self) -> TrainState:
+    return self._init()
+
+  def train_batches(self, start_step: int):
+    for local in self.source.train_batches(
+        start_step, self.config.train.batch_size, self.config.seed,
+        jax.process_index(), jax.process_count()):
+      yield sharding.global_batch(local, self.mesh)
+
+  def evaluate(self, state: TrainState) -> Dict[str, float]:
+    """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
+    total, probes, masks = None, [], []
+    for local in self.source.eval_batches(self.config.train.eval_batch_size,
+                                          jax.process_index(), jax.process_count()):
+      batch = sharding.global_batch(local, self.mesh)
+      m, p = self.eval_step(state, batch)
+      total = m if total is None else total.merge(m)
+      if p:
+        probes.append(p)
+        masks.append(batch["mask"])
+    out = {f"eval/{k}": float(v) for k, v in total.compute().items()}
+    out["eval/num_examples"] = int(total.accuracy.count)
+    if probes:
+      mask = _to_host(masks)
+      for name in probes[0]:
+        values = _to_host([p[name] for p in probes])[mask]
+        for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
+          out[f"eval/probe/{name}/p{q}"] = float(v)
+    return out
+
+  def population_statistics(self, state: TrainState, num_batches: int,
+                            start_step: int = 0) -> TrainState:
+    """Replace the moving averages with exact averages over `num_batches` training batches."""
+    batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
+    variables, _ = population_statistics(
+        lambda v, b: self.moments_step(state.replace(batch_stats=v[BATCH_STATS]), b),
+        _variables(state), batches)
+    return state.replace(batch_stats=variables[BATCH_STATS])
+
+
+def _to_host(arrays):
+  from jax.experimental import multihost_utils
+  if jax.process_count() > 1:
+    arrays = [multihost_utils.process_allgather(a, tiled=True) for a in arrays]
+  return np.concatenate([np.asarray(a) for a in arrays])
+
+
+class _StopSignal:
+  """SIGTERM/SIGINT -> finish the current step, checkpoint, exit cleanly."""
+
+  def __init__(self):
+    self.received: Optional[int] = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(state: TrainState, policy: str):
+  bad = int(state.nonfinite_steps)
+  if bad and policy == "stop":
+    raise NonFiniteError(
+        f"Non-finite loss or gradients at step {int(state.first_nonfinite_step)}; training "
+        f"stopped. Its update was not applied and no checkpoint after it was written. Lower "
+        f"the learning rate, or set --config.train.nonfinite_policy=skip to skip such steps.")
+  return bad
+
+
+def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
+                       ) -> Dict[str, float]:
+  """Train `config` in `workdir`, resuming from its newest checkpoint; return last eval."""
+  ckpt_lib.check_or_save_config(workdir, config)
+  trainer = Trainer(config, source=source)
+  tc = config.train
+  policy = tc.get("nonfinite_policy", "stop")
+  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints)
+  writer = metrics_lib.create_writer(workdir)
+
+  restored = checkpointer.restore(trainer.abstract_state)
+  if restored is None:
+    state = trainer.init_state()
+    logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
+  else:
+    state, meta = restored
+    state = jax.device_put(state, trainer.state_sharding)
+    logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
+                 workdir, meta.get("examples_seen"))
+  start = int(state.step)
+  if start == 0 and jax.process_index() == 0:
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    writer.write_hparams({"num_params": n_params})
+
+  def meta():
+    step = int(state.step)
+    return {"step": step, "seed": config.seed,
+            "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps)}
+
+  report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
+                                           every_steps=tc.log_every, every_secs=None)
+  last_eval: Dict[str, float] = {}
+  if start == 0 and tc.eval_at_start and tc.eval_every > 0:
+    last_eval = trainer.evaluate(state)
+    writer.write_scalars(0, last_eval)
+
+  train_metrics = None
+  batches = trainer.train_batches(start)
+  with _StopSignal() as stop:
+    for step in range(start + 1, tc.num_steps + 1):
+      state, m = trainer.train_step(state, next(batches))
+      train_metrics = m if train_metrics is None else train_metrics.merge(m)
+      report(step)
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        skipped = _check_finite(state, policy)
+        scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
+        scalars["train/nonfinite_steps"] = skipped
+        writer.write_scalars(step, scalars)
+        train_metrics = None
+      if tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps):
+        last_eval = trainer.evaluate(state)
+        writer.write_scalars(step, last_eval)
+      if step % tc.checkpoint_every == 0 or step == tc.num_steps or stop.received:
+        _check_finite(state, policy)
+        checkpointer.save(step, state, meta(), force=True)
+      if stop.received:
+        checkpointer.wait()
+        writer.flush()
+        msg = f"preempted at step {step}; rerun the same command to resume"
+        logging.warning(msg)
+        print(msg, flush=True)
+        checkpointer.close()
+        return {**last_eval, "preempted_at_step": step}
+  checkpointer.wait()
+  checkpointer.close()
+  writer.flush()
+  return last_eval

@@ -1,0 +1,32 @@
+"""MNIST, Figure 1 (Sec. 4.1): 3 x 100 sigmoid units, with BN (default) or without.
+
+  python scripts/train.py --config=configs/mnist_fig1.py --workdir=/tmp/bn
+  python scripts/train.py --config=configs/mnist_fig1.py:no_bn --workdir=/tmp/nobn
+"""
+
+from configs import base
+
+
+def get_config(variant: str = "bn"):
+  if variant not in ("bn", "no_bn"):
+    raise ValueError(f"configs/mnist_fig1.py takes 'bn' or 'no_bn', not {variant!r}.")
+  c = base.get_config()
+  c.bn.enabled = variant == "bn"   # BN after each hidden layer, before the sigmoid
+
+  c.model.name = "mlp"
+  c.model.hidden_units = (100, 100, 100)
+  c.model.activation = "sigmoid"
+  c.model.init_stddev = 0.01       # "small random Gaussian values" (Sec. 4.1)
+  c.model.num_classes = 10
+  c.model.probe_unit = 0           # the sigmoid of the last hidden layer in Fig. 1(b,c)
+
+  c.optim.learning_rate = 0.5
+  c.optim.momentum = 0.0
+
+  c.train.batch_size = 60          # Sec. 4.1: 60 examples per mini-batch
+  c.train.num_steps = 50_000       # Sec. 4.1: 50,000 steps
+  c.train.eval_batch_size = 1000
+  c.train.eval_every = 500
+  c.train.log_every = 1000
+  c.train.checkpoint_every = 5000
+  return c

@@ -1,0 +1,34 @@
+"""Train any config:  python scripts/train.py --config=configs/<name>.py --workdir=<dir>
+
+Resumes from the newest checkpoint in --workdir. Override any field with
+--config.<section>.<field>=<value>.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from bn_inception import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.hide_gpus_from_tensorflow()
+  cli.quiet_library_logs()
+  from bn_inception import train
+  result = cli.run_main(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+
+
+if __name__ == "__main__":
+  app.run(main)
