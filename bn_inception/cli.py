@@ -43,8 +43,11 @@ def run_main(fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except USER_ERRORS + (NonFiniteError,) as e:
+    if os.environ.get("BN_INCEPTION_DEBUG"):
+      raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
+          flush=True)
     sys.exit(2)
 
 
