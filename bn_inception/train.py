@@ -156,10 +156,10 @@ class Trainer:
     return self._init()
 
   def train_batches(self, start_step: int):
-    for local in self.source.train_batches(
-        start_step, self.config.train.batch_size, self.config.seed,
-        jax.process_index(), jax.process_count()):
-      yield sharding.global_batch(local, self.mesh)
+    """Global batches from `start_step` on, transferred ahead of the step that needs them."""
+    local = self.source.train_batches(start_step, self.config.train.batch_size,
+                                      self.config.seed, jax.process_index(), jax.process_count())
+    return sharding.prefetch(sharding.global_batch(b, self.mesh) for b in local)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
     """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
