@@ -228,6 +228,8 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
     if state.batch_stats:  # Alg. 2, step 10: exact averages over training batches
       state = trainer.population_statistics(state, population_stats_batches)
       used_batches = population_stats_batches
+    else:
+      print(f"member {name} has no BN layers: no population statistics to compute", flush=True)
   predict = jax.jit(functools.partial(probabilities, normalize=trainer.source.normalize),
                     in_shardings=(trainer.state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=sharding.batch_sharding(mesh))
@@ -499,6 +501,9 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
   if population_stats_batches < 0:
     raise ValueError(f"--population_stats_batches={population_stats_batches} must be >= 0.")
   mesh = mesh or sharding.create_mesh()
+  if batch_size <= 0 or batch_size % mesh.size:
+    raise ValueError(f"--batch_size={batch_size} counts crops per GLOBAL batch and must be a "
+                     f"positive multiple of the {mesh.size} devices.")
   overrides = list(overrides)
   if split not in ("eval", "train"):  # a named TFDS split, e.g. 'validation'
     first = load_config(specs[0].workdir)
@@ -508,6 +513,12 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
     overrides.append(f"data.eval_split={split}")
     split = "eval"
   names = member_names(specs)
+  architectures = [load_config(s.workdir).model.get("name") for s in specs]
+  for name, spec, arch in zip(names, specs, architectures):
+    if arch != architectures[0]:  # before restoring anything
+      raise ValueError(f"Ensemble member {name} ({spec.workdir}) has architecture "
+                       f"(config.model.name) {arch!r}, but member {names[0]} has "
+                       f"{architectures[0]!r}; members must share it.")
   members = []
   for spec, name in zip(specs, names):
     members.append(load_member(spec, name, mesh, overrides, population_stats_batches))
@@ -532,6 +543,8 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
                    "population_stats_batches": m.population_stats_batches}
                   for m in members],
       "results": results}
+  if len(results) > 1:
+    print(format_table([r for res in results for r in res["rows"]]), flush=True)
   if output_dir:
     write_report(output_dir, report)
   return report

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from bn_inception import evaluate, train
 from bn_inception.checkpoint import CheckpointError
-from bn_inception.data import augment, default_data_root, multicrop
+from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -250,6 +250,20 @@ def test_crops_are_averaged_as_probabilities_not_logits():
   assert rows["rows"][0]["top1_error"] == 0.0
 
 
+def test_an_undecodable_image_is_named(tmp_path):
+  from bn_inception.data.imagenet import FolderReader
+  paths = []
+  for k in range(3):
+    path = str(tmp_path / f"img{k}.png")
+    data = tf.io.encode_png(np.full((6, 9, 3), 40 * k, np.uint8)).numpy()
+    open(path, "wb").write(data if k != 1 else b"not an image")
+    paths.append(path)
+  images = multicrop.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
+  member = _linear_member("a", 0, num_classes=3, channels=3)
+  with pytest.raises(DataError, match="img1.png"):
+    evaluate.evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=4)
+
+
 def test_incompatible_members_are_refused_by_name():
   a = _linear_member("a", 0, num_classes=5)
   b = _linear_member("b", 1, num_classes=4)
@@ -308,9 +322,10 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   from bn_inception.checkpoint import Checkpointer
   state, _ = Checkpointer(mnist_workdir, 1, None).restore(trainer.abstract_state)
   reference = trainer.evaluate(state)
-  assert rows[0]["top1_error"] == pytest.approx(100 * (1 - reference["eval/accuracy"]), abs=1e-3)
-  assert rows[0]["top5_error"] == pytest.approx(100 * (1 - reference["eval/top5_accuracy"]),
-                                                abs=1e-3)
+  def error(key):  # percent, to within a small fraction of one example in 10,000
+    return pytest.approx(100 * (1 - reference[key]), abs=1e-3)
+  assert rows[0]["top1_error"] == error("eval/accuracy")
+  assert rows[0]["top5_error"] == error("eval/top5_accuracy")
   saved = json.load(open(os.path.join(out, "report.json")))
   assert saved["results"][0]["rows"] == rows and saved["members"][0]["step"] == 20
   table = open(os.path.join(out, "report.md")).read()
@@ -323,7 +338,7 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   reference = trainer.evaluate(pop_state)
   row = report["results"][0]["rows"][0]
   assert report["members"][0]["population_stats_batches"] == 3
-  assert row["top1_error"] == pytest.approx(100 * (1 - reference["eval/accuracy"]), abs=1e-3)
+  assert row["top1_error"] == error("eval/accuracy")
 
 
 def test_missing_checkpoint_and_step_are_clear_errors(mnist_workdir, tmp_path):
