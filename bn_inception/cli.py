@@ -55,3 +55,16 @@ def add_repo_to_path():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if root not in sys.path:
     sys.path.insert(0, root)
+
+
+def absl_main(run_fn):
+  """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
+  chatty library logs dropped, and user errors as one line (`run_main`)."""
+  def main(argv):
+    from absl import app
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    hide_gpus_from_tensorflow()
+    quiet_library_logs()
+    return run_main(run_fn)
+  return main

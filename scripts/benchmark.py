@@ -51,13 +51,5 @@ def run():
   print(f"wrote {_JSON.value}")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.hide_gpus_from_tensorflow()
-  cli.quiet_library_logs()
-  cli.run_main(run)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.absl_main(run))

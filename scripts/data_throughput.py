@@ -43,12 +43,9 @@ def measure(data_config, batch_size: int, num_batches: int, split: str) -> dict:
           "first_batch_s": round(first, 2), "cpus": os.cpu_count()}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.hide_gpus_from_tensorflow()
-  print(cli.run_main(measure, _DATA.value, _BATCH.value, _NUM_BATCHES.value, _SPLIT.value))
+def run():
+  print(measure(_DATA.value, _BATCH.value, _NUM_BATCHES.value, _SPLIT.value))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.absl_main(run))

@@ -35,14 +35,12 @@ def format_table(rows) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def run():
   from bn_inception.models.inception import model_summary
   config = _CONFIG.value
   if config.model.name != "bn_inception":
-    raise app.UsageError(f"model_summary covers bn_inception, not {config.model.name!r}.")
-  rows = cli.run_main(model_summary, config, _CHANNELS.value)
+    raise ValueError(f"model_summary covers bn_inception, not {config.model.name!r}.")
+  rows = model_summary(config, _CHANNELS.value)
   m = config.model
   print(f"{m.name}: {m.image_size}x{m.image_size}x{_CHANNELS.value} input, "
         f"{m.num_classes} classes, BN {'on' if config.bn.enabled else 'off'}, "
@@ -51,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.absl_main(run))

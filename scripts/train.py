@@ -20,15 +20,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.hide_gpus_from_tensorflow()
-  cli.quiet_library_logs()
+def run():
   from bn_inception import train
-  result = cli.run_main(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.absl_main(run))
