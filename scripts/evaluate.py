@@ -36,28 +36,20 @@ _OVERRIDE = flags.DEFINE_multi_string("override", [], "data.<field>=<value> or "
 flags.mark_flags_as_required(["output_dir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.hide_gpus_from_tensorflow()
-  cli.quiet_library_logs()
+def run():
   from bn_inception import evaluate
-
-  def go():
-    specs = [evaluate.parse_member(w, step=_STEP.value) for w in _WORKDIRS.value]
-    if _ENSEMBLE.value:
-      specs += evaluate.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
-    try:
-      crops = [int(c) for c in _CROPS.value]
-    except ValueError:
-      raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
-    return evaluate.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
-                        batch_size=_BATCH.value, population_stats_batches=_POP.value,
-                        overrides=_OVERRIDE.value, command=" ".join(sys.argv))
-
-  cli.run_main(go)
+  specs = [evaluate.parse_member(w, step=_STEP.value) for w in _WORKDIRS.value]
+  if _ENSEMBLE.value:
+    specs += evaluate.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
+  try:
+    crops = [int(c) for c in _CROPS.value]
+  except ValueError:
+    raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
+  evaluate.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
+               batch_size=_BATCH.value, population_stats_batches=_POP.value,
+               overrides=_OVERRIDE.value, command=" ".join(sys.argv))
   print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cli.absl_main(run))
