@@ -104,13 +104,6 @@ def bn_group_size(bn_config, global_batch: int, mesh: Mesh) -> Optional[int]:
   raise ValueError(f"Unknown config.bn.stats_mode {mode!r}; known: per_device, global, group.")
 
 
-def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-  """Process-local numpy batch -> global jax.Arrays sharded on the data axis."""
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local_batch.items()}
-
-
 # --- Multi-host start -------------------------------------------------------
 
 DISTRIBUTED_MODES = ("auto", "on", "off")
@@ -193,3 +186,12 @@ def maybe_initialize_distributed(config, environ: Optional[Mapping[str, str]] = 
                launcher or "detected by JAX", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   return True
+
+
+# --- Batches ---------------------------------------------------------------
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Process-local numpy batch -> global jax.Arrays sharded on the data axis."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
