@@ -22,7 +22,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_FIELDS = (
     "train.num_steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
-    "data.data_dir", "data.download_if_missing",
+    "data.data_dir", "data.download_if_missing", "distributed",
 )
 
 
