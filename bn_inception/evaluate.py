@@ -500,7 +500,9 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
       raise ValueError(f"--crops={k} is not a crop scheme; known: {multicrop.CROP_SCHEMES}.")
   if population_stats_batches < 0:
     raise ValueError(f"--population_stats_batches={population_stats_batches} must be >= 0.")
-  mesh = mesh or sharding.create_mesh()
+  if mesh is None:  # multi-host evaluation starts like training (config.distributed)
+    sharding.maybe_initialize_distributed(load_config(specs[0].workdir))
+    mesh = sharding.create_mesh()
   if batch_size <= 0 or batch_size % mesh.size:
     raise ValueError(f"--batch_size={batch_size} counts crops per GLOBAL batch and must be a "
                      f"positive multiple of the {mesh.size} devices.")
