@@ -457,13 +457,34 @@ def evaluate(members: Sequence[Member], images: multicrop.ImageSet, crops: int,
 # --------------------------------------------------------------------------- report
 
 
+# Figure 4 of the paper (ImageNet validation, 50,000 images); None: not given.
+PAPER_FIGURE4 = (
+    ("GoogLeNet ensemble", 224, 144, 7, None, 6.67),
+    ("Deep Image low-res", 256, None, 1, None, 7.96),
+    ("Deep Image high-res", 512, None, 1, 24.88, 7.42),
+    ("Deep Image ensemble", None, None, None, None, 5.98),
+    ("BN-Inception single crop", 224, 1, 1, 25.2, 7.82),
+    ("BN-Inception multicrop", 224, 144, 1, 21.99, 5.82),
+    ("BN-Inception ensemble", 224, 144, 6, 20.1, 4.9),
+)
+
+
+def paper_rows() -> List[dict]:
+  return [{"model": f"paper: {m}", "resolution": r, "crops": c, "models": n,
+           "top1_error": t1, "top5_error": t5, "examples": 50_000}
+          for m, r, c, n, t1, t5 in PAPER_FIGURE4]
+
+
 def format_table(rows: Sequence[dict]) -> str:
   """A Figure-4-style markdown table."""
   head = "| Model | Resolution | Crops | Models | Top-1 error | Top-5 error | Examples |"
   lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+  def cell(v, fmt="{}"):
+    return "–" if v is None else fmt.format(v)
   for r in rows:
-    lines.append(f"| {r['model']} | {r['resolution']} | {r['crops']} | {r['models']} | "
-                 f"{r['top1_error']:.2f}% | {r['top5_error']:.2f}% | {r['examples']:,} |")
+    lines.append(f"| {r['model']} | {cell(r['resolution'])} | {cell(r['crops'])} | "
+                 f"{cell(r['models'])} | {cell(r['top1_error'], '{:.2f}%')} | "
+                 f"{cell(r['top5_error'], '{:.2f}%')} | {r['examples']:,} |")
   return "\n".join(lines)
 
 
@@ -481,7 +502,8 @@ def write_report(output_dir: str, report: dict) -> None:
     pop = (f", population statistics over {m['population_stats_batches']} training batches"
            if m["population_stats_batches"] else "")
     lines.append(f"* {m['name']}: {m['workdir']} step {m['step']} ({m['model']}{pop})")
-  lines += ["", format_table([r for res in report["results"] for r in res["rows"]]), ""]
+  lines += ["", format_table([r for res in report["results"] for r in res["rows"]]
+                            + report.get("paper", [])), ""]
   for res in report["results"]:
     lines.append(f"{res['crops']} crop(s): {res['seconds']:.1f} s "
                  f"({res['crops_per_second']:.0f} crops/s).")
@@ -491,7 +513,8 @@ def write_report(output_dir: str, report: dict) -> None:
 
 def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
         output_dir: str = "", batch_size: int = 256, population_stats_batches: int = 0,
-        overrides: Sequence[str] = (), command: str = "", mesh=None) -> dict:
+        overrides: Sequence[str] = (), command: str = "", mesh=None,
+        paper: bool = False) -> dict:
   """Load the members, evaluate each crop scheme, print the table, write the report."""
   if not specs:
     raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
@@ -545,8 +568,11 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
                    "population_stats_batches": m.population_stats_batches}
                   for m in members],
       "results": results}
-  if len(results) > 1:
-    print(format_table([r for res in results for r in res["rows"]]), flush=True)
+  if paper:  # the paper's Figure 4 beside ours
+    report["paper"] = paper_rows()
+  if len(results) > 1 or paper:
+    print(format_table([r for res in results for r in res["rows"]] + report.get("paper", [])),
+          flush=True)
   if output_dir:
     write_report(output_dir, report)
   return report

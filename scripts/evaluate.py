@@ -33,6 +33,7 @@ _POP = flags.DEFINE_integer("population_stats_batches", 0, "Recompute exact BN p
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "data.<field>=<value> or "
                                       "train.<field>=<value> for every member's saved config, "
                                       "e.g. data.train_dir=/path/to/images.")
+_PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 4 numbers beside ours.")
 flags.mark_flags_as_required(["output_dir"])
 
 
@@ -47,7 +48,7 @@ def run():
     raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
   evaluate.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
                batch_size=_BATCH.value, population_stats_batches=_POP.value,
-               overrides=_OVERRIDE.value, command=" ".join(sys.argv))
+               overrides=_OVERRIDE.value, command=" ".join(sys.argv), paper=_PAPER.value)
   print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")
 
 
