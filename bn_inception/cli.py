@@ -44,8 +44,11 @@ def run_main(fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except USER_ERRORS + (NonFiniteError,) as e:
+    if os.environ.get("BN_INCEPTION_DEBUG"):
+      raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"error: {msg}", file=sys.stderr, flush=True)
+    print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
+          flush=True)
     sys.exit(2)
 
 
@@ -131,3 +134,17 @@ def add_repo_to_path():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if root not in sys.path:
     sys.path.insert(0, root)
+
+
+def absl_main(run_fn):
+  """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
+  chatty library logs dropped, and user errors as one line (`run_main`)."""
+  def main(argv):
+    if len(argv) > 1:
+      print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
+            file=sys.stderr, flush=True)
+      sys.exit(2)
+    hide_gpus_from_tensorflow()
+    quiet_library_logs()
+    return run_main(run_fn)
+  return main

@@ -13,13 +13,24 @@ from flax import traverse_util
 SCHEDULES = ("constant", "exponential", "cosine")
 
 
-def learning_rate_schedule(c, num_steps: int) -> optax.Schedule:
+def decay_interval(c, steps_per_epoch: float | None) -> int:
+  """Steps between decays: `decay_epochs` epochs when set (needs the epoch length), else `decay_steps`."""
+  if c.decay_epochs > 0:
+    if not steps_per_epoch:
+      raise ValueError("config.optim.decay_epochs needs the training set size.")
+    return max(1, round(c.decay_epochs * steps_per_epoch))
+  return c.decay_steps
+
+
+def learning_rate_schedule(c, num_steps: int, steps_per_epoch: float | None = None
+                           ) -> optax.Schedule:
   if c.schedule == "constant":
     main = optax.constant_schedule(c.learning_rate)
   elif c.schedule == "exponential":
     # lr * decay_rate^(step / decay_steps), optionally staircase (Sec. 4.2.1:
     # the accelerated BN nets decay 6x faster).
-    main = optax.exponential_decay(c.learning_rate, transition_steps=c.decay_steps,
+    main = optax.exponential_decay(c.learning_rate,
+                                   transition_steps=decay_interval(c, steps_per_epoch),
                                    decay_rate=c.decay_rate, staircase=c.staircase)
   elif c.schedule == "cosine":
     main = optax.cosine_decay_schedule(c.learning_rate, max(num_steps - c.warmup_steps, 1))
@@ -38,8 +49,9 @@ def weight_decay_mask(params):
   return traverse_util.unflatten_dict({k: k[-1] == "kernel" for k in flat})
 
 
-def create_optimizer(c, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  schedule = learning_rate_schedule(c, num_steps)
+def create_optimizer(c, num_steps: int, steps_per_epoch: float | None = None
+                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  schedule = learning_rate_schedule(c, num_steps, steps_per_epoch)
   parts = []
   if c.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(c.grad_clip_norm))

@@ -66,3 +66,13 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def prefetch(batches, size: int = 2):
+  """Keep `size` global batches in flight: their host->device copies overlap the step."""
+  import collections
+  import itertools
+  queue = collections.deque(itertools.islice(batches, size))
+  while queue:
+    yield queue.popleft()
+    queue.extend(itertools.islice(batches, 1))

@@ -122,8 +122,14 @@ class Trainer:
     if config.model.get("num_classes", self.source.num_classes) != self.source.num_classes:
       raise ValueError(f"config.model.num_classes={config.model.num_classes} but the "
                        f"dataset has {self.source.num_classes} classes.")
+    size = config.model.get("image_size", None)
+    if size and tuple(self.source.image_shape[:2]) != (size, size):
+      raise ValueError(f"config.model.image_size={size} but the data yields "
+                       f"{self.source.image_shape[:2]} images (config.data.image_size).")
     self.model = models.create_model(config, bn_group_size=group)
-    self.tx, self.schedule = optim.create_optimizer(config.optim, config.train.num_steps)
+    self.tx, self.schedule = optim.create_optimizer(
+        config.optim, config.train.num_steps,
+        steps_per_epoch=self.source.num_train_examples / config.train.batch_size)
     self.base_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
@@ -156,10 +162,10 @@ class Trainer:
     return self._init()
 
   def train_batches(self, start_step: int):
-    for local in self.source.train_batches(
-        start_step, self.config.train.batch_size, self.config.seed,
-        jax.process_index(), jax.process_count()):
-      yield sharding.global_batch(local, self.mesh)
+    """Global batches from `start_step` on, transferred ahead of the step that needs them."""
+    local = self.source.train_batches(start_step, self.config.train.batch_size,
+                                      self.config.seed, jax.process_index(), jax.process_count())
+    return sharding.prefetch(sharding.global_batch(b, self.mesh) for b in local)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
     """Metrics over EVERY eval example exactly once (padded, masked last batch)."""

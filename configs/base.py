@@ -47,6 +47,7 @@ def get_config():
   c.optim.schedule = "constant"
   c.optim.decay_rate = 0.96
   c.optim.decay_steps = 1000
+  c.optim.decay_epochs = 0.0       # > 0: decay interval in epochs of the training set (wins)
   c.optim.staircase = True
   c.optim.warmup_steps = 0
 

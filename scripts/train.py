@@ -24,19 +24,13 @@ _PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
-          file=sys.stderr)
-    sys.exit(2)
-  cli.hide_gpus_from_tensorflow()
-  cli.quiet_library_logs()
+def run():
   from bn_inception import train
-  result = cli.run_main(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
   if "preempted_at_step" in result:
     sys.exit(_PREEMPTED_EXIT_CODE.value)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(cli.absl_main(run), flags_parser=cli.parse_flags)

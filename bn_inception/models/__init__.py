@@ -27,4 +27,7 @@ def create_model(config, bn_group_size: Optional[int] = None):
     return MLP(hidden_units=tuple(m.hidden_units), num_classes=m.num_classes,
                activation=m.activation, init_stddev=m.init_stddev,
                probe_unit=m.probe_unit, norm=make_norm(config.bn, bn_group_size))
-  raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp.")
+  if name == "bn_inception":
+    from bn_inception.models.inception import create_inception
+    return create_inception(config.model, make_norm(config.bn, bn_group_size))
+  raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp, bn_inception.")

@@ -1,0 +1,59 @@
+"""Figure 1 of the paper from the metrics the training loop wrote (metrics.jsonl)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+from bn_inception.metrics import read_jsonl
+
+PROBE = "eval/probe/last_hidden_input"
+FIG1_KEYS = {"test_accuracy": "eval/accuracy", "p15": f"{PROBE}/p15",
+             "p50": f"{PROBE}/p50", "p85": f"{PROBE}/p85"}
+
+
+def fig1_series(workdir: str) -> Dict[str, list]:
+  """{"steps": [...], "test_accuracy": [...], "p15": ..., "p50": ..., "p85": ...}."""
+  rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  steps = [s for s, r in rows.items() if all(k in r for k in FIG1_KEYS.values())]
+  out = {"steps": steps}
+  for key, metric in FIG1_KEYS.items():
+    out[key] = [rows[s][metric] for s in steps]
+  return out
+
+
+def write_fig1(series: Dict[str, Dict[str, list]], out_dir: str) -> tuple[str, str]:
+  """fig1.json and fig1.png: (a) test accuracy; (b, c) 15/50/85th percentiles."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  json_path = os.path.join(out_dir, "fig1.json")
+  with open(json_path, "w") as f:
+    json.dump(series, f)
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  styles = {"bn": ("tab:blue", "With BN"), "no_bn": ("tab:red", "Without BN")}
+  for name, s in series.items():
+    color, label = styles.get(name, ("k", name))
+    axes[0].plot(s["steps"], s["test_accuracy"], color=color, label=label)
+  axes[0].set(title="(a) Test accuracy", xlabel="training steps", ylabel="accuracy")
+  axes[0].set_ylim(0.7, 1.0)
+  axes[0].legend(loc="lower right")
+  for ax, name, title in ((axes[1], "no_bn", "(b) Without BN"), (axes[2], "bn", "(c) With BN")):
+    if name not in series:
+      continue
+    s = series[name]
+    color = styles[name][0]
+    ax.fill_between(s["steps"], s["p15"], s["p85"], color=color, alpha=0.2,
+                    label="15th-85th percentile")
+    ax.plot(s["steps"], s["p50"], color=color, label="median")
+    ax.plot(s["steps"], s["p15"], color=color, lw=0.7)
+    ax.plot(s["steps"], s["p85"], color=color, lw=0.7)
+    ax.set(title=f"{title}: input to a last-hidden-layer sigmoid", xlabel="training steps")
+    ax.legend(loc="upper right")
+  fig.tight_layout()
+  png_path = os.path.join(out_dir, "fig1.png")
+  fig.savefig(png_path, dpi=100)
+  plt.close(fig)
+  return json_path, png_path

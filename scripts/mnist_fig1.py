@@ -1,0 +1,54 @@
+"""The paper's Figure 1: MNIST with and without BN, through the one training loop.
+
+  python scripts/mnist_fig1.py --workdir=workdirs/fig1 [--steps=50000]
+
+Trains <workdir>/bn and <workdir>/no_bn (each resumable: rerun the same command
+after a crash), then writes <workdir>/fig1.json and <workdir>/fig1.png.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from bn_inception import cli  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", "workdirs/fig1", "Output directory.")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: the config's 50,000).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", None, "Evaluate every N steps.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files.")
+_SEED = flags.DEFINE_integer("seed", None, "Random seed.")
+
+
+def run():
+  from configs import mnist_fig1
+  from bn_inception import figures, train
+  series = {}
+  for variant in ("bn", "no_bn"):
+    config = mnist_fig1.get_config(variant)
+    if _STEPS.value is not None:
+      config.train.num_steps = _STEPS.value
+    if _EVAL_EVERY.value is not None:
+      config.train.eval_every = _EVAL_EVERY.value
+    if _DATA_DIR.value is not None:
+      config.data.data_dir = _DATA_DIR.value
+    if _SEED.value is not None:
+      config.seed = _SEED.value
+    workdir = os.path.join(_WORKDIR.value, variant)
+    start = time.time()
+    result = train.train_and_evaluate(config, workdir)
+    if "preempted_at_step" in result:
+      sys.exit(0)
+    series[variant] = figures.fig1_series(workdir)
+    acc = series[variant]["test_accuracy"]
+    print(f"{variant}: final test accuracy {acc[-1]:.4f} after "
+          f"{series[variant]['steps'][-1]} steps ({time.time() - start:.0f} s)", flush=True)
+  json_path, png_path = figures.write_fig1(series, _WORKDIR.value)
+  print(f"wrote {json_path} and {png_path}")
+
+
+if __name__ == "__main__":
+  app.run(cli.absl_main(run))

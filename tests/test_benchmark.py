@@ -1,0 +1,44 @@
+"""The benchmark measures the real step: sane rates, one compilation, FLOPs as counted by hand."""
+
+import json
+import subprocess
+import sys
+
+from bn_inception import benchmark
+from configs import mnist_fig1
+
+
+def analytic_mlp_train_flops(batch, sizes):
+  """2*B*fan_in*fan_out per matmul: forward, weight gradient, and input gradient except layer 1."""
+  macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+  return 2 * batch * (2 * sum(macs) + sum(macs[1:]))
+
+
+def test_benchmark_fields_and_flops():
+  config = mnist_fig1.get_config("bn")
+  result = benchmark.benchmark_steps(config, windows=2, steps=3)
+  assert result["train_images_per_s"] > 0 and result["eval_images_per_s"] > 0
+  assert result["train_images_per_s_min"] <= result["train_images_per_s"] <= \
+      result["train_images_per_s_max"]
+  assert result["compilations"] == 1       # no recompilation between steps
+  assert result["compile_s"] > 0
+  expected = analytic_mlp_train_flops(60, [784, 100, 100, 100, 10])
+  # Matmuls dominate; BN, sigmoid and the softmax add a few percent.
+  assert expected <= result["flops_per_step"] <= 1.15 * expected
+  assert result["mfu"] is None or 0 < result["mfu"] < 1
+
+
+def test_benchmark_script_writes_json(tmp_path):
+  out = tmp_path / "b.json"
+  proc = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/mnist_fig1.py",
+       "--windows=2", "--steps=2", "--input_batches=3", "--peak_flops=1e12", f"--json={out}"],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  for key in ("train_images_per_s", "eval_images_per_s", "compile_s", "flops_per_step",
+              "mfu", "input_images_per_s", "input_to_train_ratio", "compilations"):
+    assert key in result, key
+  assert 0 < result["mfu"] < 1
+  assert result["input_images_per_s"] > 0
+  assert "train_images_per_s" in proc.stdout

@@ -1,0 +1,131 @@
+"""The one training loop on real MNIST: learning, exact evaluation, bit-exact resume."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bn_inception import checkpoint as ckpt_lib
+from bn_inception import train
+from bn_inception.data import DataError, create_source
+from bn_inception.data.base import EpochSampler
+from configs import mnist_fig1
+
+
+def small_config(variant="bn", **train_fields):
+  c = mnist_fig1.get_config(variant)
+  c.model.hidden_units = (32, 32, 32)
+  c.train.num_steps = 200
+  c.bn.momentum = 0.9  # moving averages that forget the init within 200 steps
+  c.train.eval_every = 100
+  c.train.log_every = 50
+  c.train.checkpoint_every = 50
+  c.train.eval_batch_size = 384  # does not divide 10,000
+  c.train.update(train_fields)
+  return c
+
+
+@pytest.fixture(scope="module")
+def mnist():
+  return create_source(mnist_fig1.get_config().data)
+
+
+def test_mnist_files_are_the_real_ones(mnist):
+  assert mnist.num_train_examples == 60_000 and mnist.num_eval_examples == 10_000
+  np.testing.assert_array_equal(np.bincount(mnist.train_labels),
+                                [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+  assert abs(mnist.train_images.mean() / 255 - 0.1307) < 1e-3
+
+
+def test_loss_falls_and_eval_counts_every_example(tmp_path, mnist):
+  result = train.train_and_evaluate(small_config(), str(tmp_path), source=mnist)
+  assert result["eval/num_examples"] == 10_000
+  assert result["eval/accuracy"] > 0.7  # from ~0.1 at step 0
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert losses[-1] < 0.5 * losses[0]
+  at_start = [r for r in rows if r["step"] == 0][0]
+  assert at_start["eval/num_examples"] == 10_000 and at_start["eval/accuracy"] < 0.3
+  assert json.load(open(tmp_path / "config.json"))["train"]["batch_size"] == 60
+
+
+def test_eval_is_exact_against_numpy(mnist):
+  """Masked, padded evaluation equals a plain NumPy pass over all 10,000 examples."""
+  config = small_config("no_bn")
+  trainer = train.Trainer(config, source=mnist)
+  state = trainer.init_state()
+  result = trainer.evaluate(state)
+  logits = trainer.model.apply({"params": state.params},
+                               mnist.normalize(mnist.eval_images), train=False)
+  expected = float(np.mean(np.argmax(np.asarray(logits), -1) == mnist.eval_labels))
+  assert result["eval/num_examples"] == 10_000
+  assert abs(result["eval/accuracy"] - expected) < 1e-6
+
+
+def _final_params(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mngr:
+    restored = mngr.restore(mngr.latest_step(),
+                            args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return restored["state"]
+
+
+def test_resume_is_bit_for_bit(tmp_path, mnist):
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  train.train_and_evaluate(small_config(), straight, source=mnist)
+  train.train_and_evaluate(small_config(num_steps=100), split, source=mnist)
+  assert ocp.CheckpointManager(os.path.join(split, "checkpoints")).latest_step() == 100
+  train.train_and_evaluate(small_config(), split, source=mnist)
+  a, b = _final_params(straight), _final_params(split)
+  assert int(a["step"]) == int(b["step"]) == 200
+  for key in ("params", "batch_stats", "opt_state"):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a[key], b[key])
+
+
+def test_sampler_visits_each_example_once_per_epoch():
+  sampler = EpochSampler(num_examples=50, seed=3)
+  stream = np.concatenate([sampler.indices(s, 7) for s in range(14)])  # 98 positions
+  np.testing.assert_array_equal(np.sort(stream[:50]), np.arange(50))
+  assert len(set(stream[50:98])) == 48
+  np.testing.assert_array_equal(EpochSampler(50, 3).indices(9, 7), sampler.indices(9, 7))
+  assert not np.array_equal(EpochSampler(50, 4).indices(0, 7), sampler.indices(0, 7))
+
+
+def test_workdir_with_another_run_is_refused(tmp_path, mnist):
+  train.train_and_evaluate(small_config(num_steps=10), str(tmp_path), source=mnist)
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  other = small_config(num_steps=10)
+  other.model.hidden_units = (16, 16, 16)
+  with pytest.raises(ckpt_lib.WorkdirConfigError, match="model.hidden_units"):
+    train.train_and_evaluate(other, str(tmp_path), source=mnist)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_missing_and_malformed_mnist_name_the_path(tmp_path):
+  config = mnist_fig1.get_config().data
+  config.data_dir = str(tmp_path)
+  config.download_if_missing = False
+  with pytest.raises(DataError, match=str(tmp_path)):
+    create_source(config)
+  import gzip
+  for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte"):
+    with gzip.open(tmp_path / f"{stem}.gz", "wb") as f:
+      f.write(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + bytes(10))
+  with pytest.raises(DataError, match="truncated or malformed"):
+    create_source(config)
+
+
+def test_population_statistics_replace_moving_averages(mnist):
+  trainer = train.Trainer(small_config(), source=mnist)
+  state = trainer.init_state()
+  new = trainer.population_statistics(state, num_batches=3)
+  batches = [b for _, b in zip(range(3), trainer.train_batches(0))]
+  x = np.concatenate([np.asarray(mnist.normalize(b["image"])).reshape(60, -1) for b in batches])
+  h = x.reshape(3, 60, -1) @ np.asarray(state.params["dense0"]["kernel"])
+  expected_mean = h.mean(1).mean(0)
+  expected_var = (h.var(1) * 60 / 59).mean(0)
+  np.testing.assert_allclose(new.batch_stats["bn0"]["mean"], expected_mean, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(new.batch_stats["bn0"]["var"], expected_var, rtol=1e-4)
