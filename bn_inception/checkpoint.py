@@ -66,12 +66,26 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except (OSError, ValueError) as e:
+      raise WorkdirConfigError(
+          f"{path} is unreadable ({e}); it records which configuration this workdir's run "
+          "used. Restore it, or use a new --workdir. Nothing was changed.") from e
     a, b = _flat(saved), _flat(current)
-    diffs = [f"  {k}: {a.get(k, '<absent>')!r} in the workdir, {b.get(k, '<absent>')!r} now"
-             for k in sorted(set(a) | set(b))
-             if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)]
+    keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
+    diffs = [f"  {k}: {a[k]!r} in the workdir, {b[k]!r} now"
+             for k in keys if k in a and k in b and a[k] != b[k]]
+    # A field added to (or dropped from) the code since the run started is not a
+    # different run: refusing it would strand every workdir at each code change.
+    for k in keys:
+      if (k in a) != (k in b) and save and jax.process_index() == 0:
+        msg = (f"WARNING: config field {k} is new since this run started; using {b[k]!r}."
+               if k in b else f"WARNING: config field {k} (={a[k]!r} in the workdir) no "
+               "longer exists; ignoring it.")
+        logging.warning(msg)
+        print(msg, flush=True)
     if diffs:
       raise WorkdirConfigError(
           f"{workdir} holds a run with a different configuration:\n" + "\n".join(diffs) +
@@ -98,10 +112,12 @@ def _path_str(path) -> str:
   return "/".join(parts)
 
 
-def _host_copy(x) -> np.ndarray:
-  # The train state is replicated: any addressable shard is the whole array.
-  if isinstance(x, jax.Array):
-    x = x.addressable_data(0)
+def _host_copy(x) -> Optional[np.ndarray]:
+  """The whole array on this host, or None if this host holds only part of it."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    if not x.is_fully_replicated:
+      return None
+    x = x.addressable_data(0)  # replicated: any local copy is the whole array
   return np.asarray(x)
 
 
@@ -109,8 +125,10 @@ def state_checksums(state) -> Dict[str, str]:
   """CRC32 of every array of the state, keyed by its path (for the JSON record)."""
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-    a = np.ascontiguousarray(_host_copy(leaf))
-    out[_path_str(path)] = f"{zlib.crc32(a.tobytes()) & 0xffffffff:08x}"
+    a = _host_copy(leaf)
+    if a is not None:
+      raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)  # any dtype, no copy
+      out[_path_str(path)] = f"{zlib.crc32(raw) & 0xffffffff:08x}"
   return out
 
 
@@ -245,7 +263,7 @@ class Checkpointer:
     expected = meta.pop("checksums", None)
     if expected is not None:
       actual = state_checksums(state)
-      bad = [k for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k)]
+      bad = [k for k in sorted(set(expected) & set(actual)) if expected[k] != actual[k]]
       if bad:
         raise CheckpointError(f"checksum mismatch in {', '.join(bad[:5])}"
                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))

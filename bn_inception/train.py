@@ -244,7 +244,6 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   """Train `config` in `workdir`, resuming from its newest checkpoint; return last eval."""
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, source=source)  # validates the config and finds the data
-  ckpt_lib.check_or_save_config(workdir, config)
   tc = config.train
   policy = tc.get("nonfinite_policy", "stop")
   if policy not in ("stop", "skip"):
@@ -258,9 +257,9 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
 
 def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, float]:
   tc = config.train
-  writer = metrics_lib.create_writer(workdir)
-
   restored = checkpointer.restore(trainer.abstract_state)
+  ckpt_lib.check_or_save_config(workdir, config)  # only once any checkpoint fits the model
+  writer = metrics_lib.create_writer(workdir)
   if restored is None:
     state = trainer.init_state()
     logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
