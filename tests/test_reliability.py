@@ -33,7 +33,7 @@ TINY = [
     "--config.train.eval_batch_size=2000",
     "--config.train.eval_at_start=False",
 ]
-TALLY = {"faults_injected": 0, "resumes_matched": 0, "bad_inputs_tried": 0}
+TALLY = {"faults_injected": 0, "resumes_matched": 0, "bad_inputs_tried": 0, "events": []}
 
 pytestmark = pytest.mark.skipif(
     not glob.glob(str(REPO.parent / "shared" / "data" / "mnist" / "train-images*")) and
@@ -145,6 +145,7 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(tmp_path, refe
   assert line and line[0].endswith("rerun the same command to resume"), out
   step = int(line[0].split()[3].rstrip(";"))
   assert 20 < step < NUM_STEPS and steps_on_disk(workdir)[-1] == step
+  TALLY["events"].append(f"SIGTERM: checkpoint at step {step}, exit 0")
   assert load_state(workdir)["['step']"] == step
 
   rc, out, err = run(workdir)
@@ -157,7 +158,8 @@ def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
   p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
-  time.sleep(random.uniform(0.0, 1.5))
+  delay = random.uniform(0.0, 1.5)
+  time.sleep(delay)
   p.kill()  # SIGKILL: no handler, no cleanup
   p.communicate()
   TALLY["faults_injected"] += 1
@@ -167,8 +169,9 @@ def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
 
   rc, out, err = run(workdir)
   assert rc == 0, err[-3000:]
-  assert "Resumed from step" in err
+  assert f"Resumed from step {saved[-1]} " in err
   assert_same_state(load_state(workdir), reference[1])
+  TALLY["events"].append(f"kill -9 after {delay:.2f} s: resumed from step {saved[-1]}")
   from bn_inception.metrics import read_jsonl
   rows = read_jsonl(str(workdir / "metrics.jsonl"))
   assert [s for s in rows if "train/loss" in rows[s]] == list(range(20, NUM_STEPS + 1, 20))
@@ -194,6 +197,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
   assert f"Resumed from step {complete} " in err
   assert not tmp_dirs(workdir), "leftover tmp dirs are cleaned up"
   assert_same_state(load_state(workdir), reference[1])
+  TALLY["events"].append(f"kill -9 mid-write: resumed from step {complete}")
 
 
 @pytest.mark.slow
@@ -447,6 +451,7 @@ def test_missing_dataset_is_one_line(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_truncated_mnist_file_is_one_line(tmp_path):
   data = _mnist_copy(tmp_path)
   os.truncate(data / "train-images-idx3-ubyte.gz", 100_000)
@@ -474,6 +479,7 @@ def test_batch_not_divisible_by_8_devices_is_one_line(tmp_path):
   assert not (tmp_path / "run").exists()  # so the corrected command is not refused
 
 
+@pytest.mark.slow  # also tests/test_train_loop.py, in-process
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, reference):
   workdir = _copy_checkpoints(reference, tmp_path)
   before = {str(p): p.stat().st_mtime_ns for p in workdir.rglob("*")}
