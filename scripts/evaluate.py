@@ -1,0 +1,55 @@
+"""Evaluate trained workdirs alone or as an ensemble, with 1, 10 or 144 crops (Figure 4).
+
+  python scripts/evaluate.py --workdirs=runs/a,runs/b --crops=1,10,144 --output_dir=eval/ab
+  python scripts/evaluate.py --ensemble=ensemble.txt --crops=144 --output_dir=eval/ens
+
+--ensemble names a text file, one workdir per line (`workdir` or `workdir@STEP`,
+`#` comments, paths relative to the file). Each member's config.json and
+checkpoint (newest, or --step / @STEP) are loaded; top-1/top-5 error of every
+member and of their probability-averaged ensemble are printed and written to
+<output_dir>/report.json and report.md. --batch_size counts crops per global batch.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from bn_inception import cli  # noqa: E402
+
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Training workdirs (`dir` or `dir@STEP`).")
+_ENSEMBLE = flags.DEFINE_string("ensemble", None, "File listing workdirs, one per line.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step for every member (default: newest).")
+_CROPS = flags.DEFINE_list("crops", ["1"], "Crop schemes to evaluate: 1, 10, 144 (a list).")
+_SPLIT = flags.DEFINE_string("split", "eval", "'eval', 'train', or a TFDS split name.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where report.json/report.md go.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Crops per global batch (any value that "
+                              "the device count divides; the last batch is padded).")
+_POP = flags.DEFINE_integer("population_stats_batches", 0, "Recompute exact BN population "
+                            "statistics over this many training batches first (Alg. 2, step "
+                            "10); 0: use the checkpoint's moving averages.")
+_OVERRIDE = flags.DEFINE_multi_string("override", [], "data.<field>=<value> or "
+                                      "train.<field>=<value> for every member's saved config, "
+                                      "e.g. data.train_dir=/path/to/images.")
+flags.mark_flags_as_required(["output_dir"])
+
+
+def run():
+  from bn_inception import evaluate
+  specs = [evaluate.parse_member(w, step=_STEP.value) for w in _WORKDIRS.value]
+  if _ENSEMBLE.value:
+    specs += evaluate.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
+  try:
+    crops = [int(c) for c in _CROPS.value]
+  except ValueError:
+    raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
+  evaluate.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
+               batch_size=_BATCH.value, population_stats_batches=_POP.value,
+               overrides=_OVERRIDE.value, command=" ".join(sys.argv))
+  print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")
+
+
+if __name__ == "__main__":
+  app.run(cli.absl_main(run))

@@ -1,0 +1,405 @@
+"""The ensemble evaluator: crop geometry, top-k, probability averaging, exact counting."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bn_inception import evaluate, train
+from bn_inception.checkpoint import CheckpointError
+from bn_inception.data import DataError, augment, default_data_root, multicrop
+from configs import mnist_fig1
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGENET_SAMPLE = os.path.join(default_data_root(), "imagenet_sample")
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def test_144_crop_plan_matches_hand_computed_boxes_landscape():
+  # A 500 x 375 (w x h) image: shorter side 375 -> 256, 288, 320, 352; the longer
+  # side becomes round(500 * s / 375) = 341, 384, 427, 469.
+  plan = multicrop.crop_plan(375, 500, 144, 224)
+  assert plan.shape == (144, 7)
+  widths = {256: 341, 288: 384, 320: 427, 352: 469}
+  square_x = {256: (0, 42, 85), 288: (0, 48, 96), 320: (0, 53, 107), 352: (0, 58, 117)}
+  expected = []
+  for s in (256, 288, 320, 352):
+    d = s - 224
+    for sx in square_x[s]:
+      for y, x, h, w in [(0, 0, 224, 224), (0, d, 224, 224), (d, 0, 224, 224),
+                         (d, d, 224, 224), (d // 2, d // 2, 224, 224), (0, 0, s, s)]:
+        for flip in (0, 1):
+          expected.append((s, widths[s], y, sx + x, h, w, flip))
+  np.testing.assert_array_equal(plan, expected)
+  # A few rows spelled out: scale 320, right square (x 107), bottom-right corner, mirrored.
+  assert tuple(plan[2 * 36 + 2 * 12 + 3 * 2 + 1]) == (320, 427, 96, 203, 224, 224, 1)
+  # scale 256, centre square, whole square resized, not mirrored.
+  assert tuple(plan[1 * 12 + 5 * 2]) == (256, 341, 0, 42, 256, 256, 0)
+  assert len({tuple(r) for r in plan}) == 144
+  assert (plan[:, 2] + plan[:, 4] <= plan[:, 0]).all()
+  assert (plan[:, 3] + plan[:, 5] <= plan[:, 1]).all()
+
+
+def test_144_crop_plan_portrait_uses_top_middle_bottom_squares():
+  plan = multicrop.crop_plan(500, 375, 144, 224)
+  first_scale = plan[:36]
+  assert set(map(tuple, first_scale[:, :2])) == {(341, 256)}
+  # The whole-square rows (h == 256) of the three squares start at y = 0, 42, 85.
+  whole = first_scale[(first_scale[:, 4] == 256) & (first_scale[:, 6] == 0)]
+  np.testing.assert_array_equal(whole[:, 2:4], [[0, 0], [42, 0], [85, 0]])
+
+
+def test_144_crop_sizes_scale_with_the_model_resolution():
+  # At 32 px: scales round(32 * (256, 288, 320, 352) / 224) = 37, 41, 46, 50; crops 32.
+  plan = multicrop.crop_plan(375, 500, 144, 32)
+  assert sorted({int(r[0]) for r in plan}) == [37, 41, 46, 50]
+  assert set(plan[:, 4]) == {32, 37, 41, 46, 50}
+
+
+def test_10_crop_plan_matches_hand_computed_boxes():
+  # Shorter side 375 -> 224 / 0.875 = 256, longer 341; corners and centre of 224.
+  plan = multicrop.crop_plan(375, 500, 10, 224, 0.875)
+  boxes = [(0, 0), (0, 117), (32, 0), (32, 117), (16, 58)]
+  expected = [(256, 341, y, x, 224, 224, flip) for flip in (0, 1) for y, x in boxes]
+  np.testing.assert_array_equal(plan, expected)
+
+
+def test_1_crop_is_the_pipelines_central_crop():
+  # round(375 * 0.875) = 328: the square [23, 351) x [86, 414) of the original.
+  np.testing.assert_array_equal(multicrop.crop_plan(375, 500, 1, 224, 0.875),
+                                [(375, 500, 23, 86, 328, 328, 0)])
+  with pytest.raises(ValueError, match="crop scheme"):
+    multicrop.crop_plan(375, 500, 12, 224)
+
+
+def _crops(image, crops, size, fraction=0.875):
+  plan = multicrop.crop_plan(image.shape[0], image.shape[1], crops, size, fraction)
+  return np.stack([multicrop.crop_image(tf.constant(image), row, size).numpy() for row in plan])
+
+
+def test_crops_equal_resize_then_slice():
+  y, x = np.mgrid[:375, :500]
+  smooth = 127 + 100 * np.sin(x / 23.0)[..., None] * np.cos(y[..., None] / 17.0 + np.arange(3))
+  image = np.round(smooth).astype(np.uint8)
+  out = _crops(image, 144, 224)
+  assert out.shape == (144, 224, 224, 3) and out.dtype == np.uint8
+  plan = multicrop.crop_plan(375, 500, 144, 224)
+  resized = {}
+  for k in (0, 7, 67, 100, 143):  # corner/centre crops: resize, slice, mirror
+    rh, rw, y, x, h, w, flip = plan[k]
+    if (rh, rw) not in resized:
+      resized[(rh, rw)] = tf.image.resize(tf.cast(image, tf.float32), [rh, rw]).numpy()
+    ref = resized[(rh, rw)][y:y + h, x:x + w]
+    if h != 224:  # the whole square: resized to 224 (one resampling of the original)
+      continue
+    ref = ref[:, ::-1] if flip else ref
+    assert np.abs(out[k].astype(float) - np.round(ref)).max() <= 1
+  # The whole-square crop is the square resized to 224, up to the extra blur of two steps.
+  rh, rw, y, x, h, w, _ = plan[10]
+  two_step = tf.image.resize(resized[(rh, rw)][y:y + h, x:x + w], [224, 224]).numpy()
+  assert np.abs(out[10].astype(float) - two_step).mean() < 0.5
+
+
+@pytest.mark.skipif(not os.path.isdir(IMAGENET_SAMPLE), reason="imagenet_sample not present")
+def test_1_crop_equals_the_imagenet_pipelines_eval_image():
+  files = sorted(glob.glob(os.path.join(IMAGENET_SAMPLE, "*", "*")))[::125]
+  for f in files:
+    data = tf.io.read_file(f)
+    reference = augment.eval_image(data, image_size=224, crop_fraction=0.875).numpy()
+    ours = _crops(multicrop._decode(data).numpy(), 1, 224)[0]
+    diff = np.abs(ours.astype(int) - reference)
+    assert diff.max() <= 4 and diff.mean() < 0.01, f  # JPEG window decode vs full decode
+
+
+# --------------------------------------------------------------------------- top-k
+
+
+def _numpy_topk_correct(probs, labels, k):
+  """Independent reference: correct iff fewer than k OTHER classes score >= the label."""
+  out = []
+  for p, y in zip(probs, labels):
+    rivals = sum(1 for j, v in enumerate(p) if j != y and v >= p[y])
+    out.append(rivals < k)
+  return np.asarray(out)
+
+
+def test_topk_error_against_numpy_including_ties_and_large_k():
+  rng = np.random.default_rng(1)
+  # Scores on a coarse grid: many exact ties, including with the label.
+  probs = rng.integers(0, 4, (300, 7)).astype(np.float32)
+  probs[:20] = 1.0  # constant outputs: never correct at k < 7
+  labels = rng.integers(0, 7, 300)
+  tally = evaluate.ErrorTally(num_rows=1, num_classes=7, chunk=64)
+  for start in range(0, 300, 50):
+    tally.add(probs[None, start:start + 50], labels[start:start + 50])
+  correct, count = tally.totals()
+  assert count == 300
+  for i, k in enumerate(evaluate.TOP_K):
+    assert correct[0, i] == _numpy_topk_correct(probs, labels, k).sum()
+  assert correct[0, 0] < 300 - 20  # the constant rows are wrong at top-1
+  # k larger than the number of classes: everything is correct.
+  small = evaluate.ErrorTally(1, 3)
+  small.add(np.ones((1, 4, 3), np.float32), np.array([0, 1, 2, 0]))
+  correct, count = small.totals()
+  assert count == 4 and correct[0, 1] == 4 and correct[0, 0] == 0
+
+
+# --------------------------------------------------------------------------- fake members
+
+
+def _member(name, logits_fn, num_classes=3, size=4, channels=1):
+  """A member whose logits are logits_fn(float images [B, h, w, c])."""
+  config = ml_collections.ConfigDict({"model": {"name": "fake"}, "data": {}})
+  predict = jax.jit(lambda images: jax.nn.softmax(logits_fn(images.astype(jnp.float32)), -1))
+  return evaluate.Member(name=name, workdir=f"/fake/{name}", step=0, config=config,
+                         num_classes=num_classes, image_shape=(size, size, channels),
+                         predict=predict)
+
+
+def _linear_member(name, seed, num_classes=5, size=4, channels=1):
+  w = jax.random.normal(jax.random.key(seed), (size * size * channels, num_classes))
+  return _member(name, lambda x: (x.reshape(len(x), -1) / 255.0) @ w * 3.0, num_classes, size,
+                 channels)
+
+
+def _random_images(n, h=8, w=10, seed=0, num_classes=5):
+  rng = np.random.default_rng(seed)
+  return multicrop.ArrayImageSet(rng.integers(0, 256, (n, h, w, 1), np.uint8),
+                                 rng.integers(0, num_classes, n), "random")
+
+
+def _numpy_reference(members, images, crops, size, fraction):
+  """Crop every example, run every member, average probabilities: top-k correct per row."""
+  rows = []
+  for m in members:
+    means = []
+    for image in images.images:
+      crop = _crops(image, crops, size, fraction)
+      means.append(np.asarray(m.predict(jnp.asarray(crop))).mean(0))
+    rows.append(np.stack(means))
+  if len(members) > 1:
+    rows.append(np.mean(rows, 0))
+  return [[_numpy_topk_correct(r, images.labels, k).sum() for k in evaluate.TOP_K]
+          for r in rows]
+
+
+@pytest.mark.parametrize("crops", [1, 10, 144])
+def test_every_example_counted_once_whatever_the_batch_size(crops):
+  images = _random_images(13)
+  members = [_linear_member("a", 0), _linear_member("b", 1)]
+  geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
+  expected = _numpy_reference(members, images, crops, 4, 0.5)
+  for batch in (7, 64, 13 * crops + 5):
+    result = evaluate.evaluate(members, images, crops, geometry, batch_size=batch)
+    assert [r["model"] for r in result["rows"]] == ["a", "b", "ensemble"]
+    for row, (c1, c5) in zip(result["rows"], expected):
+      assert row["examples"] == 13
+      assert row["top1_error"] == pytest.approx(100 * (1 - c1 / 13))
+      assert row["top5_error"] == pytest.approx(100 * (1 - c5 / 13))
+
+
+def test_ensemble_of_one_member_twice_equals_it_alone():
+  images = _random_images(40, seed=3)
+  member = _linear_member("a", 7)
+  geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
+  alone = evaluate.evaluate([member], images, 10, geometry, batch_size=32)["rows"]
+  twice = evaluate.evaluate([member, member], images, 10, geometry, batch_size=32)["rows"]
+  assert len(alone) == 1 and twice[2]["model"] == "ensemble"
+  for key in ("top1_error", "top5_error", "examples"):
+    assert twice[2][key] == alone[0][key] == twice[0][key]
+  assert 0 < alone[0]["top1_error"] < 100
+
+
+def test_members_are_averaged_as_probabilities_not_logits():
+  # Label 1. Member A is overconfident in class 0; B and C prefer class 1.
+  # Mean logits [33.3, 6.7, 0] pick class 0; mean probabilities [1/3, 2/3, 0] pick 1.
+  logits = {"A": [100.0, 0.0, 0.0], "B": [0.0, 10.0, 0.0], "C": [0.0, 10.0, 0.0]}
+  members = [_member(n, lambda x, l=l: jnp.broadcast_to(jnp.asarray(l), (len(x), 3)))
+             for n, l in logits.items()]
+  assert np.argmax(np.mean(list(logits.values()), 0)) == 0
+  images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.ones(6, int), "ones")
+  rows = evaluate.evaluate(members, images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  errors = {r["model"]: r["top1_error"] for r in rows}
+  assert errors == {"A": 100.0, "B": 0.0, "C": 0.0, "ensemble": 0.0}
+
+
+def test_crops_are_averaged_as_probabilities_not_logits():
+  # An 8x8 image, bright top-left quadrant; 10 crops of 4 from the 8x8 "resized" image
+  # (fraction 0.5): the two top-left crops are bright -> class 0 with logit 100, the other
+  # eight -> class 1 with logit 10. Mean logits pick class 0, mean probabilities class 1.
+  image = np.zeros((1, 8, 8, 1), np.uint8)
+  image[0, :4, :4] = 255
+  member = _member("m", lambda x: jnp.where(
+      (x.mean((1, 2, 3)) > 200)[:, None], jnp.asarray([100.0, 0.0, 0.0]),
+      jnp.asarray([0.0, 10.0, 0.0])))
+  images = multicrop.ArrayImageSet(image, np.array([1]), "quadrant")
+  crops = _crops(image[0], 10, 4, 0.5)
+  bright = crops.reshape(10, -1).mean(1) > 200
+  assert bright.sum() == 2  # the setup is what the comment says
+  rows = evaluate.evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=3)
+  assert rows["rows"][0]["top1_error"] == 0.0
+
+
+def test_an_undecodable_image_is_named(tmp_path):
+  from bn_inception.data.imagenet import FolderReader
+  paths = []
+  for k in range(3):
+    path = str(tmp_path / f"img{k}.png")
+    data = tf.io.encode_png(np.full((6, 9, 3), 40 * k, np.uint8)).numpy()
+    open(path, "wb").write(data if k != 1 else b"not an image")
+    paths.append(path)
+  images = multicrop.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
+  member = _linear_member("a", 0, num_classes=3, channels=3)
+  with pytest.raises(DataError, match="img1.png"):
+    evaluate.evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=4)
+
+
+def test_incompatible_members_are_refused_by_name():
+  a = _linear_member("a", 0, num_classes=5)
+  b = _linear_member("b", 1, num_classes=4)
+  with pytest.raises(ValueError, match="member b .*number of classes"):
+    evaluate.check_compatible([a, b])
+  c = _linear_member("c", 2)
+  c.config = ml_collections.ConfigDict({"model": {"name": "mlp"}, "data": {}})
+  with pytest.raises(ValueError, match="member c .*architecture"):
+    evaluate.check_compatible([a, c])
+  d = _linear_member("d", 3, size=8)
+  with pytest.raises(ValueError, match="member d .*input shape"):
+    evaluate.check_compatible([a, d])
+
+
+def test_member_specs_and_ensemble_file(tmp_path):
+  (tmp_path / "ens.txt").write_text("# two runs\nruns/a\n\nruns/b@300  # a step\n")
+  specs = evaluate.read_ensemble_file(str(tmp_path / "ens.txt"), step=None)
+  assert specs == [evaluate.MemberSpec(str(tmp_path / "runs/a"), None),
+                   evaluate.MemberSpec(str(tmp_path / "runs/b"), 300)]
+  assert evaluate.member_names(specs + specs[:1]) == ["a#1", "b@300", "a#2"]
+
+
+# --------------------------------------------------------------------------- real checkpoints
+
+
+def _mnist_config():
+  c = mnist_fig1.get_config()
+  c.model.hidden_units = (32, 32)
+  c.bn.momentum = 0.5
+  c.train.num_steps = 20
+  c.train.eval_every = 0
+  c.train.eval_at_start = False
+  c.train.log_every = 10
+  c.train.checkpoint_every = 20
+  return c
+
+
+@pytest.fixture(scope="module")
+def mnist_workdir(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("mnist") / "mlp")
+  train.train_and_evaluate(_mnist_config(), workdir)
+  return workdir
+
+
+def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, tmp_path):
+  out = str(tmp_path / "report")
+  spec = evaluate.MemberSpec(mnist_workdir)
+  report = evaluate.run([spec, spec], [1], batch_size=768, output_dir=out)  # 768 !| 10,000
+  rows = report["results"][0]["rows"]
+  assert [r["examples"] for r in rows] == [10_000] * 3
+  assert rows[0]["top1_error"] == rows[1]["top1_error"] == rows[2]["top1_error"]
+  assert rows[0]["top5_error"] == rows[2]["top5_error"]
+  # Independent: the training loop's own padded, masked evaluation of the same checkpoint.
+  config = _mnist_config()
+  trainer = train.Trainer(config)
+  from bn_inception.checkpoint import Checkpointer
+  state, _ = Checkpointer(mnist_workdir, 1, None).restore(trainer.abstract_state)
+  reference = trainer.evaluate(state)
+  def error(key):  # percent, to within a small fraction of one example in 10,000
+    return pytest.approx(100 * (1 - reference[key]), abs=1e-3)
+  assert rows[0]["top1_error"] == error("eval/accuracy")
+  assert rows[0]["top5_error"] == error("eval/top5_accuracy")
+  saved = json.load(open(os.path.join(out, "report.json")))
+  assert saved["results"][0]["rows"] == rows and saved["members"][0]["step"] == 20
+  table = open(os.path.join(out, "report.md")).read()
+  assert "| ensemble | 28 | 1 | 2 |" in table and "10,000" in table
+
+  # Exact population statistics (Alg. 2, step 10) before evaluating: the same numbers as
+  # the spine's Trainer.population_statistics followed by its evaluation.
+  report = evaluate.run([spec], [1], batch_size=1000, population_stats_batches=3)
+  pop_state = trainer.population_statistics(jax.device_put(state, trainer.state_sharding), 3)
+  reference = trainer.evaluate(pop_state)
+  row = report["results"][0]["rows"][0]
+  assert report["members"][0]["population_stats_batches"] == 3
+  assert row["top1_error"] == error("eval/accuracy")
+
+
+def test_missing_checkpoint_and_step_are_clear_errors(mnist_workdir, tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(CheckpointError, match="no config.json"):
+    evaluate.run([evaluate.MemberSpec(str(empty))], [1])
+  (empty / "config.json").write_text(open(os.path.join(mnist_workdir, "config.json")).read())
+  with pytest.raises(CheckpointError, match="Member empty: .* has no checkpoint"):
+    evaluate.run([evaluate.MemberSpec(mnist_workdir), evaluate.MemberSpec(str(empty))], [1])
+  with pytest.raises(CheckpointError, match=r"no checkpoint at step 7 .*steps \[20\]"):
+    evaluate.run([evaluate.MemberSpec(mnist_workdir, 7)], [1])
+
+
+def _run_script(args, env_extra=None):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py")] + args,
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+@pytest.mark.slow
+def test_script_on_8_devices_matches_one_device(mnist_workdir, tmp_path):
+  results = {}
+  for devices in (1, 8):
+    out = str(tmp_path / f"d{devices}")
+    proc = _run_script([f"--workdirs={mnist_workdir},{mnist_workdir}@20", "--crops=1",
+                        "--batch_size=776", f"--output_dir={out}"],  # 776 !| 10,000
+                       {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.load(open(os.path.join(out, "report.json")))
+    assert report["devices"] == devices
+    results[devices] = report["results"][0]["rows"]
+  assert results[1] == results[8]
+  assert [r["examples"] for r in results[8]] == [10_000] * 3
+
+
+def test_script_refuses_a_workdir_without_checkpoint(tmp_path):
+  proc = _run_script([f"--workdirs={tmp_path}", f"--output_dir={tmp_path / 'out'}"])
+  assert proc.returncode == 2 and "no config.json" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(IMAGENET_SAMPLE), reason="imagenet_sample not present")
+def test_imagenet_sample_every_image_once(tmp_path):
+  """A tiny MLP at 16 px on the 1,000 sample images: 1 and 10 crops, batches that do not
+  divide the counts, equal to batches that do."""
+  from configs import imagenet_base
+  c = imagenet_base.apply_variant(imagenet_base.get_config("cpu"), "cpu")
+  c.model = ml_collections.ConfigDict(dict(
+      name="mlp", hidden_units=(16,), num_classes=1000, activation="relu", init_stddev=0.05,
+      probe_unit=0, image_size=16))
+  c.data.image_size = 16
+  c.train.batch_size = 8
+  c.train.num_steps = 2
+  c.train.eval_every = 0
+  c.train.checkpoint_every = 2
+  c.optim.schedule = "constant"
+  workdir = str(tmp_path / "mlp16")
+  train.train_and_evaluate(c, workdir)
+  spec = evaluate.MemberSpec(workdir)
+  odd = evaluate.run([spec], [1, 10], batch_size=96)["results"]   # 1000 and 10000 % 96 != 0
+  even = evaluate.run([spec], [1, 10], batch_size=1000)["results"]
+  for a, b in zip(odd, even):
+    assert a["rows"] == b["rows"] and a["rows"][0]["examples"] == 1000
