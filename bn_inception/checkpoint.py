@@ -180,16 +180,22 @@ def _quiet_event_loops():
 
 
 class Checkpointer:
-  """orbax CheckpointManager with an explicit interval and retention, and fallback restore."""
+  """orbax CheckpointManager with an explicit interval and retention, and fallback restore.
 
-  def __init__(self, workdir: str, every_steps: int, keep: int):
+  owner=True (the training run) may delete unfinished tmp dirs of a killed run and
+  move damaged checkpoints aside; a reader (an evaluator, perhaps running beside
+  the trainer) must not, as the tmp dir may be the trainer's save in progress.
+  """
+
+  def __init__(self, workdir: str, every_steps: int, keep: int, *, owner: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.owner = owner
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, create=True,
             # Unfinished <step>.orbax-checkpoint-tmp-* dirs of a killed run.
-            cleanup_tmp_directories=True,
+            cleanup_tmp_directories=owner,
             temporary_path_class=faults.slow_commit_path_class()),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
@@ -197,7 +203,8 @@ class Checkpointer:
   def save(self, step: int, state, meta: dict, force: bool = False) -> bool:
     if not force and not self.manager.should_save(step):
       return False
-    self._move_aside_stale(step)
+    if self.owner:
+      self._move_aside_stale(step)
     meta = {**meta, "checksums": state_checksums(state)}
     return self.manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -217,7 +224,11 @@ class Checkpointer:
       dst = os.path.join(self.directory, f"{DAMAGED_PREFIX}{step}.{n}")
       n += 1
     if jax.process_index() == 0:
-      shutil.move(src, dst)
+      try:
+        shutil.move(src, dst)
+      except OSError as e:
+        logging.warning("Could not move %s aside (%s); leaving it in place.", src, e)
+        return None
     return dst
 
   def _move_aside_stale(self, step: int):
@@ -286,12 +297,13 @@ class Checkpointer:
                         step, self.directory, reason)
         continue
       for bad_step, reason in failures:
-        moved = self._move_aside(bad_step)
-        msg = (f"WARNING: checkpoint at step {bad_step} unusable ({reason}); moved to "
-               f"{moved}; resuming from step {step}.")
+        moved = self._move_aside(bad_step) if self.owner else None
+        where = f"moved to {moved}" if moved else "left in place"
+        msg = (f"WARNING: checkpoint at step {bad_step} unusable ({reason}); {where}; "
+               f"resuming from step {step}.")
         logging.warning(msg)
         print(msg, flush=True)
-      if failures:
+      if failures and self.owner:
         self.manager.reload()
       return state, meta
     raise CheckpointError(

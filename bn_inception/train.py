@@ -248,7 +248,8 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   policy = tc.get("nonfinite_policy", "stop")
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
-  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
+                                      owner=True)
   try:  # on any error, still finish (commit) a checkpoint already being written
     return _train_loop(config, workdir, trainer, checkpointer, policy)
   finally:

@@ -264,12 +264,29 @@ def test_garbled_array_bytes_are_caught_by_the_checksum(tmp_path, reference, abs
     f.seek(biggest.stat().st_size // 2)
     f.write(bytes(range(256)) * 4)
   TALLY["faults_injected"] += 1
-  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   state, meta = checkpointer.restore(abstract_state())
   assert int(state.step) == NUM_STEPS - 20 and meta["step"] == NUM_STEPS - 20
   assert checkpointer.latest_step() == NUM_STEPS - 20
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
   checkpointer.close()
+
+
+def test_a_reader_leaves_tmp_dirs_and_damaged_checkpoints_alone(
+    tmp_path, reference, abstract_state):
+  """An evaluator beside a running trainer must not delete the trainer's save in progress."""
+  from bn_inception import checkpoint as ckpt_lib
+  workdir = _copy_checkpoints(reference, tmp_path)
+  ckpts = workdir / "checkpoints"
+  shutil.copytree(ckpts / str(NUM_STEPS), ckpts / f"{NUM_STEPS + 20}.orbax-checkpoint-tmp-7")
+  (ckpts / str(NUM_STEPS) / "meta" / "metadata").write_text("{")
+  TALLY["faults_injected"] += 1
+  before = sorted(p.name for p in ckpts.iterdir())
+  reader = ckpt_lib.Checkpointer(str(workdir), 1, None)
+  state, _ = reader.restore(abstract_state())
+  reader.close()
+  assert int(state.step) == NUM_STEPS - 20
+  assert sorted(p.name for p in ckpts.iterdir()) == before
 
 
 def test_no_usable_checkpoint_is_a_clear_error_and_nothing_moves(
@@ -280,7 +297,7 @@ def test_no_usable_checkpoint_is_a_clear_error_and_nothing_moves(
     meta.write_text("{not json")
   TALLY["faults_injected"] += 1
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
-  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   with pytest.raises(ckpt_lib.CheckpointError, match="No usable checkpoint.*Nothing was"):
     checkpointer.restore(abstract_state())
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
@@ -291,7 +308,7 @@ def test_other_architecture_names_the_parameter_and_both_shapes(
   from bn_inception import checkpoint as ckpt_lib
   workdir = _copy_checkpoints(reference, tmp_path)
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
-  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   with pytest.raises(ckpt_lib.CheckpointError) as e:
     checkpointer.restore(abstract_state((16, 32)))
   assert "params/dense1/kernel: checkpoint (16, 16), model (16, 32)" in str(e.value)
@@ -314,7 +331,7 @@ def test_leftover_tmp_dir_is_ignored_and_cleaned(tmp_path, reference, abstract_s
   workdir = _copy_checkpoints(reference, tmp_path)
   ckpts = workdir / "checkpoints"
   shutil.copytree(ckpts / str(NUM_STEPS), ckpts / f"{NUM_STEPS + 20}.orbax-checkpoint-tmp-99")
-  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   assert checkpointer.manager.all_steps() == [NUM_STEPS - 40, NUM_STEPS - 20, NUM_STEPS]
   state, _ = checkpointer.restore(abstract_state())
   assert int(state.step) == NUM_STEPS
@@ -326,7 +343,7 @@ def test_leftover_tmp_dir_is_ignored_and_cleaned(tmp_path, reference, abstract_s
 def test_save_over_a_stale_step_dir_moves_it_aside(tmp_path, reference, abstract_state):
   from bn_inception import checkpoint as ckpt_lib
   workdir = _copy_checkpoints(reference, tmp_path)
-  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3)
+  checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   state, meta = checkpointer.restore(abstract_state())
   stale = workdir / "checkpoints" / str(NUM_STEPS + 20)
   stale.mkdir()  # e.g. a half-copied dir appearing behind the manager's back
@@ -381,7 +398,7 @@ def test_nan_stops_the_run_before_any_save_and_keeps_the_last_good_checkpoint(
   assert len(lines) == 1 and "Non-finite loss or gradients at step 45" in lines[0], err[-2000:]
   assert "Traceback" not in err
   assert steps_on_disk(workdir) == [20, 40]  # the check at step 60 came before its save
-  state, meta = ckpt_lib.Checkpointer(str(workdir), 20, 3).restore(abstract_state())
+  state, meta = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True).restore(abstract_state())
   assert int(state.step) == 40 and meta["nonfinite_steps"] == 0
   import jax
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
