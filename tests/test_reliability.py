@@ -254,18 +254,26 @@ def abstract_state():
   return make
 
 
-def test_garbled_array_bytes_are_caught_by_the_checksum(tmp_path, reference, abstract_state):
-  """orbax restores a garbled (same-length) array file without complaint."""
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_state, capsys):
+  """One flipped byte in an array file (bit rot): orbax restores it without complaint."""
   from bn_inception import checkpoint as ckpt_lib
   workdir = _copy_checkpoints(reference, tmp_path)
-  data = [f for f in (workdir / "checkpoints" / str(NUM_STEPS)).rglob("ocdbt.process_0/d/*")]
+  data = list((workdir / "checkpoints" / str(NUM_STEPS)).rglob("ocdbt.process_0/d/*"))
   biggest = max(data, key=lambda f: f.stat().st_size)
   with open(biggest, "r+b") as f:
     f.seek(biggest.stat().st_size // 2)
-    f.write(bytes(range(256)) * 4)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
   TALLY["faults_injected"] += 1
+  silently = load_state(workdir)  # plain orbax: no error, wrong numbers
+  changed = [k for k in silently if not np.array_equal(silently[k], reference[1][k])]
+  assert changed == ["['params']['dense0']['kernel']"]
+
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   state, meta = checkpointer.restore(abstract_state())
+  assert (f"checkpoint at step {NUM_STEPS} unusable (CheckpointError: checksum mismatch in "
+          f"params/dense0/kernel)") in capsys.readouterr().out
   assert int(state.step) == NUM_STEPS - 20 and meta["step"] == NUM_STEPS - 20
   assert checkpointer.latest_step() == NUM_STEPS - 20
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
