@@ -37,7 +37,7 @@ CONFIG_FILE = "config.json"
 RESUMABLE_FIELDS = (
     "train.num_steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
-    "data.data_dir", "data.download_if_missing",
+    "data.data_dir", "data.download_if_missing", "distributed",
     # Only what happens at a non-finite step, not the run itself: switching to 'skip'
     # after a 'stop' is how such a run goes on (the injector is a test fault).
     "train.nonfinite_policy", "train.inject_nonfinite_at_step",

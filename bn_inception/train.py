@@ -134,9 +134,14 @@ class Trainer:
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-    self.abstract_state = jax.eval_shape(
+    abstract = jax.eval_shape(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng))
-    self.state_sharding = jax.tree.map(lambda _: repl, self.abstract_state)
+    self.state_sharding = jax.tree.map(lambda _: repl, abstract)
+    # The restore target carries this mesh's sharding: orbax then restores a
+    # checkpoint written on any device count (it refuses a topology mismatch otherwise).
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+        self.state_sharding)
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
@@ -239,11 +244,16 @@ def _check_finite(state: TrainState, policy: str):
   return bad
 
 
-def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
-                       ) -> Dict[str, float]:
-  """Train `config` in `workdir`, resuming from its newest checkpoint; return last eval."""
+def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None,
+                       mesh=None) -> Dict[str, float]:
+  """Train `config` in `workdir`, resuming from its newest checkpoint; return last eval.
+
+  `mesh` defaults to every device of every process; a checkpoint resumes on any
+  device count (state is replicated and restored straight onto this mesh).
+  """
+  sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
   ckpt_lib.check_or_save_config(workdir, config, save=False)
-  trainer = Trainer(config, source=source)  # validates the config and finds the data
+  trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
   tc = config.train
   policy = tc.get("nonfinite_policy", "stop")
   if policy not in ("stop", "skip"):
@@ -269,6 +279,13 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
     state = jax.device_put(state, trainer.state_sharding)
     logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
                  workdir, meta.get("examples_seen"))
+    saved_devices = meta.get("num_devices", trainer.mesh.size)
+    if config.bn.stats_mode == "per_device" and saved_devices != trainer.mesh.size:
+      logging.warning(
+          "Resuming a bn.stats_mode='per_device' run on %d devices that was trained on %d: "
+          "BN statistics now cover %d instead of %d examples. Use stats_mode='group' to keep "
+          "them fixed across device counts.", trainer.mesh.size, saved_devices,
+          tc.batch_size // trainer.mesh.size, tc.batch_size // saved_devices)
   start = int(state.step)
   if start == 0 and jax.process_index() == 0:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -277,7 +294,8 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
   def meta():
     step = int(state.step)
     return {"step": step, "seed": config.seed,
-            "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps)}
+            "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
+            "num_devices": trainer.mesh.size}
 
   report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
                                            every_steps=tc.log_every, every_secs=None)

@@ -13,6 +13,11 @@ from bn_inception.data import default_data_root
 def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Multi-host start (bn_inception.sharding.maybe_initialize_distributed):
+  # 'auto' = jax.distributed.initialize() when the environment names a
+  # multi-process launch (JAX_COORDINATOR_ADDRESS, SLURM, Open MPI, TPU
+  # worker list); 'on' = always (e.g. a GCE Cloud TPU VM slice); 'off' = never.
+  c.distributed = "auto"
 
   # The BN transform (Sec. 3, Alg. 1/2).
   c.bn = ml_collections.ConfigDict()
@@ -23,8 +28,10 @@ def get_config():
   # Whose examples a training statistic is taken over: 'per_device' (the paper:
   # each replica's own examples), 'global' (the whole global batch), or 'group'
   # (fixed groups of `group_size` examples, independent of the device count).
+  # With train.batch_size = 32 x devices, 'per_device' is the paper's 32 per
+  # replica; 'group' with group_size=32 is the same statistics on any device count.
   c.bn.stats_mode = "per_device"
-  c.bn.group_size = 0
+  c.bn.group_size = 0             # examples per statistic; used by stats_mode='group' only
 
   c.model = ml_collections.ConfigDict()  # filled in by each experiment config
 
