@@ -498,9 +498,8 @@ def test_garbled_mnist_file_is_one_line(tmp_path):
 
 def test_batch_not_divisible_by_8_devices_is_one_line(tmp_path):
   rc, out, err = run(tmp_path / "run", devices=8)  # batch 60 on 8 devices
-  _assert_one_clear_error(
-      rc, err, "config.train.batch_size=60 is the GLOBAL batch and must be a positive "
-      "multiple of the 8 devices")
+  _assert_one_clear_error(rc, err, "config.train.batch_size=60 is the GLOBAL batch")
+  assert "multiple of the 8 devices" in err
   assert not (tmp_path / "run").exists()  # so the corrected command is not refused
 
 
