@@ -61,6 +61,11 @@ class JsonlWriter(metric_writers.MetricWriter):
   def __init__(self, path: str):
     self.path = path
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if os.path.exists(path) and os.path.getsize(path):
+      with open(path, "rb+") as f:  # a line cut by a crash must not swallow the next row
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+          f.write(b"\n")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     row = {"step": int(step)}

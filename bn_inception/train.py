@@ -22,7 +22,7 @@ from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
-from bn_inception import models, optim, sharding
+from bn_inception import faults, models, optim, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
 from bn_inception.models.mlp import PROBES
@@ -238,8 +238,9 @@ def _check_finite(state: TrainState, policy: str):
   if bad and policy == "stop":
     raise NonFiniteError(
         f"Non-finite loss or gradients at step {int(state.first_nonfinite_step)}; training "
-        f"stopped. Its update was not applied and no checkpoint after it was written. Lower "
-        f"the learning rate, or set --config.train.nonfinite_policy=skip to skip such steps.")
+        f"stopped. Its update was not applied and no checkpoint after it was written. Rerun "
+        f"with --config.train.nonfinite_policy=skip to skip such steps and resume from the "
+        f"last checkpoint, or lower config.optim.learning_rate in a new --workdir.")
   return bad
 
 
@@ -251,14 +252,25 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   device count (state is replicated and restored straight onto this mesh).
   """
   sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
-  ckpt_lib.check_or_save_config(workdir, config)
-  trainer = Trainer(config, mesh=mesh, source=source)
+  ckpt_lib.check_or_save_config(workdir, config, save=False)
+  trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
   tc = config.train
   policy = tc.get("nonfinite_policy", "stop")
-  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints)
-  writer = metrics_lib.create_writer(workdir)
+  if policy not in ("stop", "skip"):
+    raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
+  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
+                                      owner=True)
+  try:  # on any error, still finish (commit) a checkpoint already being written
+    return _train_loop(config, workdir, trainer, checkpointer, policy)
+  finally:
+    checkpointer.close()
 
+
+def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, float]:
+  tc = config.train
   restored = checkpointer.restore(trainer.abstract_state)
+  ckpt_lib.check_or_save_config(workdir, config)  # only once any checkpoint fits the model
+  writer = metrics_lib.create_writer(workdir)
   if restored is None:
     state = trainer.init_state()
     logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
@@ -297,6 +309,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   with _StopSignal() as stop:
     for step in range(start + 1, tc.num_steps + 1):
       state, m = trainer.train_step(state, next(batches))
+      faults.after_step()
       train_metrics = m if train_metrics is None else train_metrics.merge(m)
       report(step)
       if step % tc.log_every == 0 or step == tc.num_steps:
@@ -308,18 +321,24 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
       if tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps):
         last_eval = trainer.evaluate(state)
         writer.write_scalars(step, last_eval)
-      if step % tc.checkpoint_every == 0 or step == tc.num_steps or stop.received:
+      stopping = stop.received is not None  # read once: a signal may land mid-save
+      if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
         _check_finite(state, policy)
         checkpointer.save(step, state, meta(), force=True)
-      if stop.received:
+      if stopping:
         checkpointer.wait()
         writer.flush()
         msg = f"preempted at step {step}; rerun the same command to resume"
         logging.warning(msg)
         print(msg, flush=True)
-        checkpointer.close()
         return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
-  checkpointer.close()
   writer.flush()
+  skipped = int(state.nonfinite_steps)
+  if skipped:  # only under policy 'skip'
+    msg = (f"{skipped} training step(s) had a non-finite loss or gradients and were skipped "
+           f"(first: step {int(state.first_nonfinite_step)}).")
+    logging.warning(msg)
+    print(msg, flush=True)
+    last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval

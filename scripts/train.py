@@ -17,6 +17,10 @@ from bn_inception import cli  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
+    "preempted_exit_code", 0,
+    "Exit status after a SIGTERM/SIGINT stop (checkpoint saved). 0 by default; set "
+    "your scheduler's requeue code if it has one.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -24,7 +28,9 @@ def run():
   from bn_inception import train
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+  if "preempted_at_step" in result:
+    sys.exit(_PREEMPTED_EXIT_CODE.value)
 
 
 if __name__ == "__main__":
-  app.run(cli.absl_main(run))
+  app.run(cli.absl_main(run), flags_parser=cli.parse_flags)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def read_idx(path: str) -> np.ndarray:
   try:
     with opener(path, "rb") as f:
       data = f.read()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:  # missing, truncated, garbled gzip
     raise DataError(f"MNIST file {path} could not be read ({e}). {_HOW_TO_POINT}") from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise DataError(f"MNIST file {path} is not a uint8 IDX file (bad magic number). "
