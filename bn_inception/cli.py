@@ -148,3 +148,9 @@ def absl_main(run_fn):
     quiet_library_logs()
     return run_main(run_fn)
   return main
+
+
+def run_app(run_fn):
+  """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`."""
+  from absl import app
+  app.run(absl_main(run_fn), flags_parser=parse_flags)

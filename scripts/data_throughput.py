@@ -13,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from bn_inception import cli  # noqa: E402
@@ -48,4 +48,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(cli.absl_main(run))
+  cli.run_app(run)

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from bn_inception import cli  # noqa: E402
 
@@ -53,4 +53,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(cli.absl_main(run))
+  cli.run_app(run)
