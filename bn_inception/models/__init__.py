@@ -30,4 +30,8 @@ def create_model(config, bn_group_size: Optional[int] = None):
   if name == "bn_inception":
     from bn_inception.models.inception import create_inception
     return create_inception(config.model, make_norm(config.bn, bn_group_size))
-  raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp, bn_inception.")
+  if name == "mini_inception":
+    from bn_inception.models.mini_inception import create_mini_inception
+    return create_mini_inception(config.model, make_norm(config.bn, bn_group_size))
+  raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp, bn_inception, "
+                   "mini_inception.")

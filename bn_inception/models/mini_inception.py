@@ -1,0 +1,71 @@
+"""A reduced BN-Inception for the CPU twin of the learning-rate experiment (Sec. 4.2.2).
+
+The same builder as BN-Inception (`inception.Inception`: conv -> BN -> nonlinearity
+units, Inception modules with 1x1 / 3x3 / double-3x3 / pool branches, LRN after
+pool1 and conv2 when `lrn`, dropout before the classifier, He-normal weights,
+biases only without BN) on a table shrunk for 28x28 digits: the Figure 5 stem
+(conv1, pool1, conv2, pool2), then one module of each kind -- a stride-1 module
+(3a), a stride-2 "pass through" module (3c) and a stride-1 module after it (4a) --
+at about a quarter of the paper's widths, and the global average pool.
+At 28x28x1 with BN it has 60,878 parameters and ~3.4 M multiply-adds per image
+(BN-Inception: 11.2 M and 1.9 G at 224x224x3).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import ml_collections
+
+from bn_inception.models.inception import (DTYPES, ConvRow, InceptionRow, Inception, LinearRow,
+                                           PoolRow, Row)
+
+
+def mini_table() -> Tuple[Row, ...]:
+  """The reduced table (output sizes for a 28x28 input in the comments)."""
+  I = InceptionRow
+  return (
+      ConvRow("conv1", 3, 1, 16),                                  # 28x28x16
+      PoolRow("pool1", "max", 3, 2, lrn=True),                     # 14x14x16
+      ConvRow("conv2", 3, 1, 48, reduce=16, lrn=True),             # 14x14x48
+      PoolRow("pool2", "max", 3, 2),                               # 7x7x48
+      #  name          1x1 3x3r 3x3 d3x3r d3x3 pool  proj         output
+      I("inception_3a", 16, 16, 16, 16, 24, "avg", 8),             # 7x7x64
+      I("inception_3c", 0, 32, 40, 16, 24, "max", 0, stride=2),    # 4x4x128
+      I("inception_4a", 56, 16, 24, 24, 32, "avg", 32),            # 4x4x144
+      PoolRow("pool5", "avg", 0),                                  # 1x1x144
+      LinearRow("logits"),                                         # num_classes
+  )
+
+
+def mini_inception_model_config() -> ml_collections.ConfigDict:
+  """`config.model` for the reduced BN-Inception (same knobs as the full one)."""
+  m = ml_collections.ConfigDict()
+  m.name = "mini_inception"
+  m.num_classes = 10
+  m.image_size = 28
+  m.activation = "relu"            # 'relu' | 'sigmoid' (BN-x5-Sigmoid)
+  m.dropout_rate = 0.0             # before the classifier (Inception: 0.4)
+  m.lrn = False                    # LRN after pool1 and conv2 (Inception: on)
+  m.lrn_depth_radius = 2
+  m.lrn_bias = 1.0
+  m.lrn_alpha = 2e-5
+  m.lrn_beta = 0.75
+  m.dtype = "float32"
+  m.init_scale = 1.0
+  return m
+
+
+def create_mini_inception(model_config, norm: Optional[Callable]) -> Inception:
+  m = model_config
+  if m.activation not in ("relu", "sigmoid"):
+    raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
+  if m.dtype not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {m.dtype!r}.")
+  if not 0.0 <= m.dropout_rate < 1.0:
+    raise ValueError(f"model.dropout_rate must be in [0, 1), not {m.dropout_rate!r}.")
+  return Inception(
+      table=mini_table(), num_classes=m.num_classes, norm=norm, activation=m.activation,
+      dropout_rate=m.dropout_rate, lrn=m.lrn, lrn_depth_radius=m.lrn_depth_radius,
+      lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha, lrn_beta=m.lrn_beta,
+      dtype=DTYPES[m.dtype], init_scale=m.init_scale)

@@ -1,0 +1,249 @@
+"""A sweep's Figure 2 / Figure 3 (Sec. 4.2.2): accuracy against training steps, and
+per member the steps to a target accuracy, the maximum accuracy and its step.
+
+Reads <workdir>/<member>/metrics.jsonl (written by the training loop) for every
+member, in the order of <workdir>/sweep.json when there is one, and writes
+<workdir>/report.md, report.json and accuracy_vs_steps.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from bn_inception.metrics import read_jsonl
+
+METRIC = "eval/accuracy"
+PAPER_TARGET = 0.722
+NOT_REACHED = "not reached"
+# Accuracies are counts / N stored as float32: count a value within this of the
+# target as reaching it (far below 1/N for any eval set under a million examples).
+TOLERANCE = 1e-6
+
+# Figure 3 of the paper (ImageNet, single-crop validation accuracy; steps are
+# training steps, i.e. mini-batches of 32 per replica). "Steps to max" only where
+# the text states it (Sec. 4.2.2): Inception's maximum is the target itself, and
+# BN-x30 "reaches 74.8% after 6*10^6 steps".
+PAPER_FIGURE3 = {
+    "inception": {"label": "Inception", "steps_to_target": 31.0e6, "max_accuracy": 0.722,
+                  "steps_to_max": 31.0e6},
+    "bn_baseline": {"label": "BN-Baseline", "steps_to_target": 13.3e6, "max_accuracy": 0.727,
+                    "steps_to_max": None},
+    "bn_x5": {"label": "BN-x5", "steps_to_target": 2.1e6, "max_accuracy": 0.730,
+              "steps_to_max": None},
+    "bn_x30": {"label": "BN-x30", "steps_to_target": 2.7e6, "max_accuracy": 0.748,
+               "steps_to_max": 6.0e6},
+    "bn_x5_sigmoid": {"label": "BN-x5-Sigmoid", "steps_to_target": None, "max_accuracy": 0.698,
+                      "steps_to_max": None},
+}
+
+
+def paper_key(name: str) -> Optional[str]:
+  """The Figure 3 row a member stands for ('BN-x5', 'bn_x5' -> 'bn_x5'), if any."""
+  key = name.lower().replace("-", "_")
+  return key if key in PAPER_FIGURE3 else None
+
+
+@dataclasses.dataclass
+class MemberSummary:
+  name: str
+  steps_to_target: Optional[int]   # first evaluated step with accuracy >= target
+  max_accuracy: Optional[float]
+  max_step: Optional[int]          # first evaluated step at the maximum
+  final_accuracy: Optional[float]
+  final_step: Optional[int]        # last evaluated step
+  steps_per_sec: Optional[float]   # median of the logged training speeds
+  num_evals: int
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["steps_to_target"] = NOT_REACHED if self.steps_to_target is None else self.steps_to_target
+    return d
+
+
+def eval_curve(rows: Dict[int, dict], metric: str = METRIC) -> List[Tuple[int, float]]:
+  return [(step, float(r[metric])) for step, r in sorted(rows.items()) if metric in r]
+
+
+def summarize(name: str, rows: Dict[int, dict], target: float,
+              metric: str = METRIC) -> MemberSummary:
+  """Steps to `target`, maximum and its step, final value and speed from metrics rows."""
+  curve = eval_curve(rows, metric)
+  speeds = [float(r["steps_per_sec"]) for r in rows.values() if "steps_per_sec" in r]
+  speed = statistics.median(speeds) if speeds else None
+  if not curve:
+    return MemberSummary(name, None, None, None, None, None, speed, 0)
+  reached = next((s for s, a in curve if a + TOLERANCE >= target), None)
+  best = max(a for _, a in curve)
+  best_step = next(s for s, a in curve if a == best)
+  final_step, final = curve[-1]
+  return MemberSummary(name, reached, best, best_step, final, final_step, speed, len(curve))
+
+
+def member_dirs(workdir: str) -> List[Tuple[str, str]]:
+  """(name, dir) of each member: sweep.json's order first, then other runs by name."""
+  names: List[str] = []
+  manifest = os.path.join(workdir, "sweep.json")
+  if os.path.exists(manifest):
+    with open(manifest) as f:
+      names = [m["name"] for m in json.load(f).get("members", [])]
+  if os.path.isdir(workdir):
+    for entry in sorted(os.listdir(workdir)):
+      if entry not in names and os.path.exists(os.path.join(workdir, entry, "metrics.jsonl")):
+        names.append(entry)
+  return [(n, os.path.join(workdir, n)) for n in names]
+
+
+def resolve_target(target: Union[str, float], curves: Dict[str, Dict[int, dict]],
+                   metric: str = METRIC) -> Tuple[float, str]:
+  """A number, or a member's name: that member's maximum (the paper's 72.2% is
+  Inception's maximum). Returns (value, description)."""
+  try:
+    value = float(target)
+  except (TypeError, ValueError):
+    if target not in curves:
+      raise ValueError(f"--target={target!r} is neither a number nor a member "
+                       f"(members: {', '.join(curves) or 'none'}).") from None
+    curve = eval_curve(curves[target], metric)
+    if not curve:
+      raise ValueError(f"--target={target}: that member has no {metric} values yet.")
+    best = max(a for _, a in curve)
+    return best, f"the maximum {metric} of {target} ({best:.4f})"
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(f"--target={value} must be an accuracy in [0, 1] or a member name.")
+  return value, f"{metric} >= {value:.4f}"
+
+
+@dataclasses.dataclass
+class Report:
+  workdir: str
+  target: float
+  target_description: str
+  reference: Optional[str]          # the member whose maximum is the target, if any
+  metric: str
+  summaries: List[MemberSummary]
+  curves: Dict[str, List[Tuple[int, float]]]
+  paper: bool
+
+
+def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = METRIC,
+          paper: bool = False) -> Report:
+  runs = member_dirs(workdir)
+  if not runs:
+    raise FileNotFoundError(f"No sweep members in {workdir}: no sweep.json and no "
+                            "<member>/metrics.jsonl.")
+  rows = {name: read_jsonl(os.path.join(d, "metrics.jsonl")) for name, d in runs}
+  value, description = resolve_target(target, rows, metric)
+  reference = target if isinstance(target, str) and target in rows else None
+  summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
+  curves = {name: eval_curve(rows[name], metric) for name, _ in runs}
+  return Report(workdir, value, description, reference, metric, summaries, curves, paper)
+
+
+def _fmt_steps(steps) -> str:
+  if steps is None:
+    return NOT_REACHED
+  if steps >= 1e5:
+    return f"{steps / 1e6:.1f}M"
+  return f"{int(steps):,}"
+
+
+def _fmt_acc(a) -> str:
+  return "–" if a is None else f"{100 * a:.2f}%"
+
+
+def markdown(report: Report) -> str:
+  ref = next((s for s in report.summaries if s.name == report.reference), None)
+  head = ["member", f"steps to {100 * report.target:.2f}%", "max accuracy", "at step",
+          "final accuracy", "at step", "steps/s"]
+  if ref is not None:
+    head.append(f"fewer steps than {ref.name}")
+  if report.paper:
+    head += ["paper: steps to 72.2%", "paper: max accuracy"]
+  lines = [f"# Sweep report: {report.workdir}", "",
+           f"Target: {report.target_description}. Accuracy is `{report.metric}` over the whole "
+           "evaluation split at each evaluated step; \"steps to\" is the first evaluated "
+           "step at or above the target, \"at step\" the first evaluated step at the "
+           "maximum. Steps are training steps (mini-batches). steps/s is the median "
+           "logged training speed (evaluation time included).", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for s in report.summaries:
+    if s.num_evals == 0:
+      cells = [s.name, "no evaluations yet"] + [""] * (len(head) - 2)
+      lines.append("| " + " | ".join(cells) + " |")
+      continue
+    cells = [s.name, _fmt_steps(s.steps_to_target), _fmt_acc(s.max_accuracy),
+             f"{s.max_step:,}", _fmt_acc(s.final_accuracy), f"{s.final_step:,}",
+             "–" if s.steps_per_sec is None else f"{s.steps_per_sec:.1f}"]
+    if ref is not None:
+      ok = s.steps_to_target and ref.steps_to_target
+      cells.append(f"{ref.steps_to_target / s.steps_to_target:.1f}x" if ok else "–")
+    if report.paper:
+      p = PAPER_FIGURE3.get(paper_key(s.name) or "")
+      cells += ([_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p
+                else ["", ""])
+    lines.append("| " + " | ".join(cells) + " |")
+  if report.paper:
+    lines += ["", "## The paper (Figure 3, ImageNet)", "",
+              "Steps to reach Inception's maximum single-crop validation accuracy (72.2%) "
+              "and the maximum reached; steps are training steps of 32 examples per "
+              "replica (Sec. 4.2). BN-x30 reaches its 74.8% after 6M steps (Sec. 4.2.2).",
+              "", "| network | steps to 72.2% | max accuracy |", "|---|---|---|"]
+    for p in PAPER_FIGURE3.values():
+      lines.append(f"| {p['label']} | {_fmt_steps(p['steps_to_target'])} | "
+                   f"{_fmt_acc(p['max_accuracy'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def to_json(report: Report) -> dict:
+  out = {"workdir": report.workdir, "metric": report.metric, "target": report.target,
+         "target_description": report.target_description, "reference": report.reference,
+         "members": {s.name: s.to_json() for s in report.summaries}}
+  if report.paper:
+    out["paper_figure3"] = {
+        k: {**v, "steps_to_target": NOT_REACHED if v["steps_to_target"] is None
+            else v["steps_to_target"]} for k, v in PAPER_FIGURE3.items()}
+  return out
+
+
+def plot(report: Report, path: str, log_steps: bool = False) -> None:
+  """All members' accuracy against steps on one plot, with the target as a line."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for name, curve in report.curves.items():
+    points = [(s, a) for s, a in curve if s > 0 or not log_steps]  # log axis: no step 0
+    if points:
+      steps, accs = zip(*points)
+      ax.plot(steps, accs, marker=".", label=name)
+  ax.axhline(report.target, color="gray", ls="--", lw=1,
+             label=f"target {100 * report.target:.1f}%")
+  if log_steps:
+    ax.set_xscale("log")
+  ax.set(xlabel="training steps" + (" (log scale)" if log_steps else ""),
+         ylabel=report.metric, title="Accuracy vs. training steps (cf. the paper's Figure 2)")
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write(report: Report, log_steps: bool = False) -> Tuple[str, str, str]:
+  """report.md, report.json, accuracy_vs_steps.png in the sweep's workdir."""
+  md = os.path.join(report.workdir, "report.md")
+  js = os.path.join(report.workdir, "report.json")
+  png = os.path.join(report.workdir, "accuracy_vs_steps.png")
+  with open(md, "w") as f:
+    f.write(markdown(report))
+  with open(js, "w") as f:
+    json.dump(to_json(report), f, indent=2)
+    f.write("\n")
+  plot(report, png, log_steps)
+  return md, js, png

@@ -1,0 +1,45 @@
+"""Report a sweep: steps to a target accuracy, maximum and final accuracy, steps/s, a plot.
+
+  python scripts/report.py --workdir=runs/lr_cpu --target=inception --log_steps --paper
+  python scripts/report.py --workdir=runs/lr --target=0.722 --paper
+
+Writes <workdir>/report.md, report.json and accuracy_vs_steps.png from each member's
+metrics.jsonl. --target is an accuracy, or a member's name meaning that member's
+maximum (the paper's 72.2% is Inception's maximum, Figure 3). --paper adds the
+paper's Figure 3 numbers (ImageNet steps) beside members named like its networks.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from bn_inception import cli  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
+_TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
+                              "maximum accuracy is the target).")
+_METRIC = flags.DEFINE_string("metric", "eval/accuracy", "metrics.jsonl key to report.")
+_LOG_STEPS = flags.DEFINE_bool("log_steps", False, "Log-scale steps axis on the plot.")
+_PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 3 numbers too.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def run():
+  from bn_inception import report
+  r = report.build(_WORKDIR.value, _TARGET.value, _METRIC.value, _PAPER.value)
+  paths = report.write(r, log_steps=_LOG_STEPS.value)
+  print(report.markdown(r))
+  print("wrote " + ", ".join(paths))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.run_main(run)
+
+
+if __name__ == "__main__":
+  app.run(main)
