@@ -80,6 +80,25 @@ def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> M
   return MemberSpec(os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))), step)
 
 
+def expand_workdirs(entries: Sequence[str]) -> List[str]:
+  """Shell patterns (e.g. 'runs/ensemble/x30_*') -> the matching run folders, sorted."""
+  import glob
+  out = []
+  for entry in entries:
+    if any(ch in entry for ch in "*?["):
+      head, sep, tail = entry.rpartition("@")
+      pattern, step = (head, sep + tail) if sep and tail.isdigit() else (entry, "")
+      found = sorted(d for d in glob.glob(os.path.expanduser(pattern))
+                     if os.path.isfile(os.path.join(d, "config.json")))
+      if not found:
+        raise FileNotFoundError(f"--workdirs pattern {pattern!r} matches no training workdir "
+                                "(a folder with config.json).")
+      out += [d + step for d in found]
+    else:
+      out.append(entry)
+  return out
+
+
 def read_ensemble_file(path: str, step: Optional[int] = None) -> List[MemberSpec]:
   """One member per line: `workdir` or `workdir@STEP`; `#` starts a comment; relative
   paths are relative to the file's folder."""

@@ -19,7 +19,8 @@ from absl import flags  # noqa: E402
 
 from bn_inception import cli  # noqa: E402
 
-_WORKDIRS = flags.DEFINE_list("workdirs", [], "Training workdirs (`dir` or `dir@STEP`).")
+_WORKDIRS = flags.DEFINE_list("workdirs", [], "Training workdirs (`dir` or `dir@STEP`; shell "
+                               "patterns such as 'runs/ens/x30_*' are expanded).")
 _ENSEMBLE = flags.DEFINE_string("ensemble", None, "File listing workdirs, one per line.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step for every member (default: newest).")
 _CROPS = flags.DEFINE_list("crops", ["1"], "Crop schemes to evaluate: 1, 10, 144 (a list).")
@@ -39,7 +40,8 @@ flags.mark_flags_as_required(["output_dir"])
 
 def run():
   from bn_inception import evaluate
-  specs = [evaluate.parse_member(w, step=_STEP.value) for w in _WORKDIRS.value]
+  specs = [evaluate.parse_member(w, step=_STEP.value)
+           for w in evaluate.expand_workdirs(_WORKDIRS.value)]
   if _ENSEMBLE.value:
     specs += evaluate.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
   try:
