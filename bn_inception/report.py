@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from bn_inception.metrics import read_jsonl
 
