@@ -349,9 +349,12 @@ class Inception(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
-def create_inception(model_config, norm: Optional[Callable]) -> Inception:
-  """The model for `config.model` (fields of `inception_model_config`)."""
+def create_inception(model_config, norm: Optional[Callable],
+                     table: Optional[Tuple] = None) -> Inception:
+  """The model for `config.model` (fields of `inception_model_config`); `table`
+  replaces Figure 5 (e.g. the reduced table of models/mini_inception.py)."""
   m = model_config
+  per_activation = m.get("per_activation_bn_last", False)
   if m.activation not in ("relu", "sigmoid"):
     raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
   if m.dtype not in DTYPES:
@@ -360,14 +363,16 @@ def create_inception(model_config, norm: Optional[Callable]) -> Inception:
     raise ValueError(f"model.dropout_rate must be in [0, 1), not {m.dropout_rate!r}.")
   if m.init_scale <= 0:
     raise ValueError(f"model.init_scale must be positive, not {m.init_scale!r}.")
-  if m.per_activation_bn_last and norm is None:
+  if per_activation and norm is None:
     raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
+  if table is None:
+    table = figure5_table(m.pool_projection_4cd, m.first_conv)
   return Inception(
-      table=figure5_table(m.pool_projection_4cd, m.first_conv), num_classes=m.num_classes,
+      table=table, num_classes=m.num_classes,
       norm=norm, activation=m.activation, dropout_rate=m.dropout_rate, lrn=m.lrn,
       lrn_depth_radius=m.lrn_depth_radius, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
       lrn_beta=m.lrn_beta, dtype=DTYPES[m.dtype], init_scale=m.init_scale,
-      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last else ())
+      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if per_activation else ())
 
 
 # ----------------------------------------------------------------------------

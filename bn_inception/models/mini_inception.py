@@ -17,8 +17,8 @@ from typing import Callable, Optional, Tuple
 
 import ml_collections
 
-from bn_inception.models.inception import (DTYPES, ConvRow, InceptionRow, Inception, LinearRow,
-                                           PoolRow, Row)
+from bn_inception.models.inception import (ConvRow, Inception, InceptionRow, LinearRow,
+                                           PoolRow, Row, create_inception)
 
 
 def mini_table() -> Tuple[Row, ...]:
@@ -57,15 +57,4 @@ def mini_inception_model_config() -> ml_collections.ConfigDict:
 
 
 def create_mini_inception(model_config, norm: Optional[Callable]) -> Inception:
-  m = model_config
-  if m.activation not in ("relu", "sigmoid"):
-    raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
-  if m.dtype not in DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {m.dtype!r}.")
-  if not 0.0 <= m.dropout_rate < 1.0:
-    raise ValueError(f"model.dropout_rate must be in [0, 1), not {m.dropout_rate!r}.")
-  return Inception(
-      table=mini_table(), num_classes=m.num_classes, norm=norm, activation=m.activation,
-      dropout_rate=m.dropout_rate, lrn=m.lrn, lrn_depth_radius=m.lrn_depth_radius,
-      lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha, lrn_beta=m.lrn_beta,
-      dtype=DTYPES[m.dtype], init_scale=m.init_scale)
+  return create_inception(model_config, norm, table=mini_table())
