@@ -176,6 +176,17 @@ def _prefetch(config) -> int:
   return tf.data.AUTOTUNE if config.prefetch_batches < 0 else config.prefetch_batches
 
 
+def _decoded_batches(generator, local: int, extra_dtype, example: Callable, config):
+  """(payload, label, extra) host batches -> examples decoded in parallel, in order,
+  re-batched and prefetched."""
+  ds = tf.data.Dataset.from_generator(generator, output_signature=(
+      tf.TensorSpec([local], tf.string), tf.TensorSpec([local], tf.int32),
+      tf.TensorSpec([local], extra_dtype)))
+  ds = ds.unbatch().map(example, num_parallel_calls=_parallel(config), deterministic=True)
+  ds = ds.batch(local, drop_remainder=True).prefetch(_prefetch(config))
+  return ds.with_options(_options(config))
+
+
 def _validate(config):
   s = config.distortion_strength
   if not 0.0 <= s <= 1.0:
@@ -341,13 +352,7 @@ class RandomAccessImageSource(DataSource):
       return {"image": image_fn(load(payload), example_seed), "label": label}
 
     def build(first):
-      ds = tf.data.Dataset.from_generator(
-          lambda: steps(first), output_signature=(
-              tf.TensorSpec([local], tf.string), tf.TensorSpec([local], tf.int32),
-              tf.TensorSpec([local], tf.int64)))
-      ds = ds.unbatch().map(example, num_parallel_calls=_parallel(config), deterministic=True)
-      ds = ds.batch(local, drop_remainder=True).prefetch(_prefetch(config))
-      return ds.with_options(_options(config))
+      return _decoded_batches(lambda: steps(first), local, tf.int64, example, config)
 
     def check(step):
       idx = self._train_indices(sampler, step, global_batch, mine)
@@ -391,13 +396,7 @@ class RandomAccessImageSource(DataSource):
       return {"image": image, "label": label, "mask": valid}
 
     def build(first):
-      ds = tf.data.Dataset.from_generator(
-          lambda: batches(first), output_signature=(
-              tf.TensorSpec([local], tf.string), tf.TensorSpec([local], tf.int32),
-              tf.TensorSpec([local], tf.bool)))
-      ds = ds.unbatch().map(example, num_parallel_calls=_parallel(config), deterministic=True)
-      ds = ds.batch(local, drop_remainder=True).prefetch(_prefetch(config))
-      return ds.with_options(_options(config))
+      return _decoded_batches(lambda: batches(first), local, tf.bool, example, config)
 
     def check(b):
       idx, valid = self._eval_indices(b, global_batch, mine)
