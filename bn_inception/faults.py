@@ -31,10 +31,11 @@ def _seconds(name: str) -> float:
     raise ValueError(f"${name}={value!r} must be a number of seconds.") from None
 
 
-def after_step() -> None:
+def step_hook():
+  """None normally (nothing on the training loop's hot path); with
+  $BN_INCEPTION_TEST_STEP_SLEEP_S a function that sleeps after each step."""
   delay = _seconds(STEP_SLEEP_ENV)
-  if delay:
-    time.sleep(delay)
+  return (lambda: time.sleep(delay)) if delay else None
 
 
 def slow_commit_path_class():

@@ -306,10 +306,12 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
 
   train_metrics = None
   batches = trainer.train_batches(start)
+  after_step = faults.step_hook()
   with _StopSignal() as stop:
     for step in range(start + 1, tc.num_steps + 1):
       state, m = trainer.train_step(state, next(batches))
-      faults.after_step()
+      if after_step:
+        after_step()
       train_metrics = m if train_metrics is None else train_metrics.merge(m)
       report(step)
       if step % tc.log_every == 0 or step == tc.num_steps:
