@@ -87,7 +87,12 @@ def synthetic_like(config) -> SyntheticSource:
   except DataError as e:
     print(f"({e.__class__.__name__}: {str(e)[:120]}...; using the model's input shape)")
     shape, classes = _image_shape(config), config.model.get("num_classes", 1000)
-  return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std)
+    real = None
+    if config.data.name.startswith("imagenet"):  # its on-device work needs no files
+      from bn_inception.data import imagenet
+      real = imagenet.without_files(config.data, classes)
+  return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std,
+                         like=real)
 
 
 def benchmark_steps(config, windows: int = 5, steps: int = 10, warmup: int = 2,

@@ -59,10 +59,10 @@ def _variables(state: TrainState) -> dict:
   return v
 
 
-def train_step(state: TrainState, batch, *, normalize: Callable, schedule: Callable,
+def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable,
                base_rng, loss_scale_fn: Optional[Callable] = None):
   """One SGD step. The dropout stream is a function of (seed, step)."""
-  images = normalize(batch["image"])
+  images = train_inputs(batch)
   labels = batch["label"]
   rng = jax.random.fold_in(base_rng, state.step)
 
@@ -102,9 +102,10 @@ def eval_step(state: TrainState, batch, *, normalize: Callable):
   return metrics, mutated.get(PROBES, {})
 
 
-def moments_step(state: TrainState, batch, *, normalize: Callable, base_rng):
-  """Training-mode batch moments of every BN layer (for Alg. 2, step 10)."""
-  _, mutated = state.apply_fn(_variables(state), normalize(batch["image"]), train=True,
+def moments_step(state: TrainState, batch, *, train_inputs: Callable, base_rng):
+  """Training-mode batch moments of every BN layer (for Alg. 2, step 10), on
+  training inputs prepared exactly as in `train_step`."""
+  _, mutated = state.apply_fn(_variables(state), train_inputs(batch), train=True,
                               rngs={"dropout": base_rng}, mutable=[BATCH_STATS, BATCH_MOMENTS])
   return mutated[BATCH_MOMENTS]
 
@@ -150,7 +151,7 @@ class Trainer:
     if poison >= 0:  # fault injection for the reliability tests
       loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
     self.train_step = jax.jit(
-        functools.partial(train_step, normalize=self.source.normalize,
+        functools.partial(train_step, train_inputs=self.source.train_inputs,
                           schedule=self.schedule, base_rng=self.base_rng,
                           loss_scale_fn=loss_scale_fn),
         in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
@@ -159,7 +160,7 @@ class Trainer:
         functools.partial(eval_step, normalize=self.source.normalize),
         in_shardings=(self.state_sharding, data))
     self.moments_step = jax.jit(
-        functools.partial(moments_step, normalize=self.source.normalize,
+        functools.partial(moments_step, train_inputs=self.source.train_inputs,
                           base_rng=self.base_rng),
         in_shardings=(self.state_sharding, data))
 

@@ -147,8 +147,14 @@ def test_flip_crop_and_distortion(tmp_path):
   is_flipped = [(im == red_left[:, ::-1]).all() for im in flipped]
   assert all(f or (im == red_left).all() for f, im in zip(is_flipped, flipped))
   assert 0 < sum(is_flipped) < len(flipped)  # 32 fair coins
-  distorted = images(random_flip=False, distortion_strength=1.0)
+  distorted = images(random_flip=False, distortion_strength=1.0, distort_on_device=False)
   assert (np.abs(distorted.astype(int) - plain).max(axis=(1, 2, 3)) > 0).all()
+  # Distorting on device: the host sends the undistorted crop and a colour seed.
+  on_device = imagenet.create(config(**whole, random_flip=False, distortion_strength=1.0))
+  batch = next(on_device.train_batches(0, 8, seed=0))
+  assert (batch["image"] == red_left).all()
+  assert batch["color_seed"].dtype == np.uint32 and batch["color_seed"].shape == (8, 2)
+  assert len({tuple(s) for s in batch["color_seed"]}) == 8  # one per example
 
 
 def test_random_crops_have_the_configured_area_and_aspect(tmp_path):

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 # Inception's photometric distortion at strength 1 (TF-slim inception_preprocessing
 # distort_color): brightness +-32/255, saturation and contrast x[0.5, 1.5], hue +-0.2.
-_BRIGHTNESS_DELTA = 32.0 / 255.0
-_SATURATION_SPREAD = 0.5
-_HUE_DELTA = 0.2
-_CONTRAST_SPREAD = 0.5
+BRIGHTNESS_DELTA = 32.0 / 255.0
+SATURATION_SPREAD = 0.5
+HUE_DELTA = 0.2
+CONTRAST_SPREAD = 0.5
 
 
 def decode_window(data: tf.Tensor, window_fn: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
@@ -84,11 +84,11 @@ def distort_color(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tens
   if strength <= 0:
     return image
   seeds = tf.random.experimental.stateless_split(seed, 4)
-  image = tf.image.stateless_random_brightness(image, _BRIGHTNESS_DELTA * strength, seeds[0])
-  spread = _SATURATION_SPREAD * strength
+  image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA * strength, seeds[0])
+  spread = SATURATION_SPREAD * strength
   image = tf.image.stateless_random_saturation(image, 1 - spread, 1 + spread, seeds[1])
-  image = tf.image.stateless_random_hue(image, _HUE_DELTA * strength, seeds[2])
-  spread = _CONTRAST_SPREAD * strength
+  image = tf.image.stateless_random_hue(image, HUE_DELTA * strength, seeds[2])
+  spread = CONTRAST_SPREAD * strength
   image = tf.image.stateless_random_contrast(image, 1 - spread, 1 + spread, seeds[3])
   return tf.clip_by_value(image, 0.0, 1.0)
 
@@ -103,13 +103,27 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
+def _split(seed: tf.Tensor):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+
+
+def color_seed(seed: tf.Tensor) -> tf.Tensor:
+  """uint32[2] key data for the example's colour distortion on device (device_augment)."""
+  return tf.random.stateless_uniform([2], seed=_split(seed)[2], minval=None, maxval=None,
+                                     dtype=tf.uint32)
+
+
 def train_image(data: tf.Tensor, seed: tf.Tensor, *, image_size: int,
                 area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
                 min_object_covered: float = 0.0, max_attempts: int = 100,
                 random_flip: bool = True, distortion_strength: float = 1.0,
                 resize_method: str = "bilinear", antialias: bool = False) -> tf.Tensor:
-  """Encoded image + int64 seed[2] -> augmented uint8 [image_size, image_size, 3]."""
-  crop_seed, flip_seed, color_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  """Encoded image + int64 seed[2] -> augmented uint8 [image_size, image_size, 3].
+
+  distortion_strength 0 leaves the colours alone (e.g. to distort on device from
+  `color_seed(seed)` instead; crop and flip are the same either way).
+  """
+  crop_seed, flip_seed, color_seed = _split(seed)
   image = decode_window(data, lambda hw: inception_crop_window(
       hw, crop_seed, area_range, aspect_ratio_range, min_object_covered, max_attempts))
   image = _resize(image, image_size, resize_method, antialias)

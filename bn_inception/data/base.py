@@ -87,10 +87,20 @@ class DataSource:
                    process_count: int = 1) -> Iterator[Batch]:
     raise NotImplementedError
 
+  # Per-example fields of training batches besides image and label, consumed on
+  # device by `train_inputs`: name -> (shape of one example's value, numpy dtype).
+  train_extras: Dict[str, Tuple[Tuple[int, ...], type]] = {}
+
   def normalize(self, images):
-    """uint8 images -> float32 (x/255 - mean) / std, run on device inside the step."""
+    """Images in 0..255 (uint8, or float after device augmentation) -> float32
+    (x/255 - mean) / std, run on device inside the step."""
     x = jnp.asarray(images, jnp.float32) / 255.0
     return (x - jnp.asarray(self.mean, jnp.float32)) / jnp.asarray(self.std, jnp.float32)
+
+  def train_inputs(self, batch: Batch):
+    """A training batch -> the network's input, on device: any augmentation the
+    source does there (see data/device_augment.py), then `normalize`."""
+    return self.normalize(batch["image"])
 
 
 class InMemorySource(DataSource):
