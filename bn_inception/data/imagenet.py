@@ -212,7 +212,9 @@ def _validate(config):
 
 
 def distorts_on_device(config) -> bool:
-  return bool(config.distort_on_device) and config.distortion_strength > 0
+  # .get: a config.json written before the field existed (evaluate.py reloads
+  # those) distorted on the host.
+  return bool(config.get("distort_on_device", False)) and config.distortion_strength > 0
 
 
 def train_image_fn(config) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
