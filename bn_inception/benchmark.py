@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import statistics
 import time
 from typing import Dict, Optional
@@ -158,8 +159,20 @@ def benchmark_input(config, num_batches: int = 20, warmup: int = 2) -> Dict:
   for batch in itertools.islice(it, num_batches):
     n += len(batch["label"])
   seconds = time.perf_counter() - start
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return {"input_images_per_s": n / seconds, "input_batches": num_batches,
-          "input_image_shape": list(batch["image"].shape[1:])}
+          "input_image_shape": list(batch["image"].shape[1:]), "host_cpus": cpus,
+          "input_images_per_s_per_cpu": n / seconds / cpus}
+
+
+def input_verdict(result: Dict) -> Dict:
+  """The issue's bar for the input pipeline: at least 2x the train step's rate.
+  `input_cpus_for_2x` projects, from the per-CPU rate (decoding scales with
+  cores), how many host CPUs would deliver that."""
+  ratio = result["input_images_per_s"] / result["train_images_per_s"]
+  return {"input_to_train_ratio": ratio,
+          "input_cpus_for_2x": 2 * result["train_images_per_s"] /
+                               result["input_images_per_s_per_cpu"]}
 
 
 def _image_shape(config):

@@ -44,7 +44,7 @@ def run():
                                        peak_flops=_PEAK.value)
   if _INPUT.value:
     result.update(benchmark.benchmark_input(config, num_batches=_INPUT_BATCHES.value))
-    result["input_to_train_ratio"] = result["input_images_per_s"] / result["train_images_per_s"]
+    result.update(benchmark.input_verdict(result))
   print(benchmark.format_table(result))
   with open(_JSON.value, "w") as f:
     json.dump(result, f, indent=2)

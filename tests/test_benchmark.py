@@ -43,6 +43,10 @@ def test_benchmark_script_writes_json(tmp_path):
     assert key in result, key
   assert 0 < result["mfu"] < 1
   assert result["input_images_per_s"] > 0
+  assert result["input_to_train_ratio"] == result["input_images_per_s"] / \
+      result["train_images_per_s"]
+  per_cpu = result["input_images_per_s"] / result["host_cpus"]
+  assert abs(result["input_cpus_for_2x"] - 2 * result["train_images_per_s"] / per_cpu) < 1e-6
   assert "train_images_per_s" in proc.stdout
 
 
