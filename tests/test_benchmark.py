@@ -120,3 +120,19 @@ def test_benchmark_times_the_device_augmentation_with_or_without_the_data():
     x = np.asarray(source.train_inputs(batch))
     undistorted = np.asarray(source.normalize(batch["image"]))
     assert x.shape == undistorted.shape and np.abs(x - undistorted).mean() > 0.01
+
+
+def test_benchmark_script_without_the_images_still_times_the_bf16_step(tmp_path):
+  """The GPU command of the README on a machine without the JPEGs: step figures
+  (synthetic batches), the input part reported as not timed, exit 0."""
+  out = tmp_path / "b.json"
+  proc = subprocess.run(
+      [sys.executable, "scripts/benchmark.py", "--config=configs/bn_x30.py:cpu",
+       "--config.data.train_dir=/nonexistent/imagenet", "--config.model.dtype=bfloat16",
+       "--batch_size=8", "--windows=1", "--steps=1", f"--json={out}"],
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  assert result["dtype"] == "bfloat16" and result["train_images_per_s"] > 0
+  assert result["compilations"] == 1 and result["input_images_per_s"] is None
+  assert "input pipeline not timed" in proc.stdout and "/nonexistent/imagenet" in proc.stdout
