@@ -53,6 +53,51 @@ class WorkdirConfigError(Exception):
   """The workdir holds a run with a different configuration."""
 
 
+class WorkdirBusyError(WorkdirConfigError):
+  """Another live process is training in this workdir."""
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Hold `<workdir>/.lock` (flock) while training in `workdir`.
+
+  Two trainers in one workdir would interleave checkpoints and metrics; the
+  second one is refused, naming the first. The kernel drops the lock when its
+  process dies, however it dies, so a crashed run never leaves a stale lock.
+  Only process 0 locks (the others write nothing of their own); where flock is
+  unavailable (not POSIX) nothing is locked.
+  """
+  try:
+    import fcntl
+  except ImportError:
+    fcntl = None
+  if fcntl is None or jax.process_index() != 0:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown process"
+      raise WorkdirBusyError(
+          f"{workdir} is in use by another training run ({holder}; lock {path}). Wait "
+          f"for it to finish or stop it, or use another --workdir. Nothing was changed.")
+    import datetime
+    import socket
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                  f"{datetime.datetime.now().isoformat(timespec='seconds')}".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+
+
 def _flat(config_dict) -> dict:
   return {".".join(k): v for k, v in traverse_util.flatten_dict(config_dict).items()}
 

@@ -259,12 +259,13 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   policy = tc.get("nonfinite_policy", "stop")
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
-  checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
-                                      owner=True)
-  try:  # on any error, still finish (commit) a checkpoint already being written
-    return _train_loop(config, workdir, trainer, checkpointer, policy)
-  finally:
-    checkpointer.close()
+  with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir
+    checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
+                                        owner=True)
+    try:  # on any error, still finish (commit) a checkpoint already being written
+      return _train_loop(config, workdir, trainer, checkpointer, policy)
+    finally:
+      checkpointer.close()
 
 
 def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, float]:

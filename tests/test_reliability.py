@@ -154,6 +154,30 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(tmp_path, refe
   assert_same_state(load_state(workdir), reference[1])
 
 
+def test_second_trainer_in_a_live_workdir_is_refused_and_the_first_is_untouched(
+    tmp_path, reference):
+  workdir = tmp_path / "run"
+  p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.15)  # still running ~15 s later
+  wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
+  rc, out, err = run(workdir)
+  assert p.poll() is None, "the first run ended before the second one was tried"
+  TALLY["bad_inputs_tried"] += 1
+  _assert_one_clear_error(rc, err, "is in use by another training run")
+  assert f"pid {p.pid} on " in err  # names the holder
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == 0, err[-3000:]
+  assert_same_state(load_state(workdir), reference[1])
+  TALLY["events"].append("second trainer in a live workdir: refused, first run exact")
+  # A holder killed with -9 leaves the lock file, but not the lock.
+  p = launch(workdir, f"--config.train.num_steps={NUM_STEPS + 40}",
+             BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
+  wait_for(lambda: NUM_STEPS + 20 in steps_on_disk(workdir), p, what="a new checkpoint")
+  p.kill()
+  p.communicate()
+  rc, out, err = run(workdir, f"--config.train.num_steps={NUM_STEPS + 40}")
+  assert rc == 0, err[-3000:]
+
+
 def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
   p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
