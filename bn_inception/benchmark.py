@@ -20,6 +20,7 @@ import numpy as np
 
 from bn_inception import sharding, train
 from bn_inception.data import DataError, create_source
+from bn_inception.data.factory import without_files
 from bn_inception.data.synthetic import SyntheticSource
 
 # Dense peak FLOP/s per device for the compute dtype (vendor datasheets).
@@ -88,10 +89,7 @@ def synthetic_like(config) -> SyntheticSource:
   except DataError as e:
     print(f"({e.__class__.__name__}: {str(e)[:120]}...; using the model's input shape)")
     shape, classes = _image_shape(config), config.model.get("num_classes", 1000)
-    real = None
-    if config.data.name.startswith("imagenet"):  # its on-device work needs no files
-      from bn_inception.data import imagenet
-      real = imagenet.without_files(config.data, classes)
+    real = without_files(config.data, classes)
   return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std,
                          like=real)
 

@@ -1,4 +1,4 @@
-"""Shared bits of the absl entry points: repo on sys.path, one-line errors."""
+"""Shared bits of the absl entry points: one-line errors, quiet logs, TF off the GPUs."""
 
 from __future__ import annotations
 
@@ -128,12 +128,6 @@ def _unknown_field_message(argv, e) -> str:
   where = f" {culprit}" if culprit else ""
   return (f"unknown config field{where} ({detail}). Only fields the config file declares "
           "can be set; check the spelling and the section (--config.<section>.<field>).")
-
-
-def add_repo_to_path():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  if root not in sys.path:
-    sys.path.insert(0, root)
 
 
 def absl_main(run_fn):

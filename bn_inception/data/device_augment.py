@@ -25,9 +25,7 @@ COLOR_SEED = "color_seed"  # per-example uint32[2] in training batches
 
 
 def distort_color_one(image: jax.Array, key: jax.Array, strength: float) -> jax.Array:
-  """One float image in [0, 1], one key -> distorted image in [0, 1]."""
-  if strength <= 0:
-    return image
+  """One float image in [0, 1], one key -> distorted image in [0, 1] (strength > 0)."""
   k = jax.random.split(key, 4)
   image = pix.random_brightness(k[0], image, BRIGHTNESS_DELTA * strength)
   spread = SATURATION_SPREAD * strength
