@@ -295,6 +295,11 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
                       mesh)
     results.append(result)
     print(format_table(result["rows"]), flush=True)
+    for row in result["rows"]:
+      if row["nonfinite"]:
+        print(f"WARNING: {row['model']}: {row['nonfinite']:,} of {row['examples']:,} examples "
+              f"had non-finite (NaN/inf) outputs with {k} crop(s); they count as errors.",
+              flush=True)
     print(f"{k} crop(s): {result['seconds']:.1f} s ({result['crops_per_second']:.0f} crops/s)",
           flush=True)
   report = {

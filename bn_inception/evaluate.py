@@ -79,17 +79,20 @@ class CropAverager:
 
 
 def _topk_counts(probs, labels, mask):
-  """[rows, n, C] probabilities -> [rows, len(TOP_K)] correct counts over the masked examples."""
+  """[rows, n, C] probabilities -> [rows, len(TOP_K) + 1]: top-k correct counts over the
+  masked examples, then the count of those whose probabilities are not all finite."""
   def one(p):
-    return jnp.stack([jnp.sum(metrics_lib.topk_correct(p, labels, k) * mask) for k in TOP_K])
+    return jnp.stack([jnp.sum(metrics_lib.topk_correct(p, labels, k) * mask) for k in TOP_K]
+                     + [jnp.sum(metrics_lib.nonfinite_rows(p) * mask)])
   return jax.vmap(one)(probs).astype(jnp.int32)
 
 
 class ErrorTally:
-  """Top-k correct counts per row (members, then the ensemble) over finished examples."""
+  """Top-k correct counts per row (members, then the ensemble) over finished examples,
+  and how many of them had non-finite outputs (counted wrong)."""
 
   def __init__(self, num_rows: int, num_classes: int, chunk: int = 256):
-    self.correct = np.zeros((num_rows, len(TOP_K)), np.int64)
+    self.correct = np.zeros((num_rows, len(TOP_K) + 1), np.int64)
     self.count = 0
     self.chunk, self.num_classes = chunk, num_classes
     self._probs: List[np.ndarray] = []
@@ -119,7 +122,8 @@ class ErrorTally:
                                                 mask.astype(np.float32)))
       self.count += n
 
-  def totals(self) -> Tuple[np.ndarray, int]:
+  def totals(self) -> Tuple[np.ndarray, np.ndarray, int]:
+    """(top-k correct counts [rows, len(TOP_K)], non-finite counts [rows], examples)."""
     self._flush()
     correct, count = self.correct, self.count
     if jax.process_count() > 1:
@@ -128,7 +132,7 @@ class ErrorTally:
           np.concatenate([correct.ravel(), [count]]).astype(np.int64))
       total = np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)
       correct, count = total[:-1].reshape(correct.shape), int(total[-1])
-    return correct, count
+    return correct[:, :-1], correct[:, -1], count
 
 
 def average_members(member_means: np.ndarray) -> np.ndarray:
@@ -223,16 +227,16 @@ def evaluate(predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]],
     tally.add(average_members(means), done_labels)
   if averager.open:
     raise RuntimeError(f"{len(averager.open)} examples did not receive all {crops} crops.")
-  correct, count = tally.totals()
+  correct, nonfinite, count = tally.totals()
   seconds = time.time() - start
   if count != n:
     raise RuntimeError(f"Counted {count} examples, but {images.name} has {n}.")
   rows = []
-  for name, c in zip(names + ([ENSEMBLE] if len(names) > 1 else []), correct):
+  for name, c, bad in zip(names + ([ENSEMBLE] if len(names) > 1 else []), correct, nonfinite):
     rows.append({"model": name, "resolution": geometry.image_size, "crops": crops,
                  "models": len(names) if name == ENSEMBLE else 1,
                  **{f"top{k}_error": 100.0 * (1 - int(ck) / count) for k, ck in zip(TOP_K, c)},
-                 "examples": count})
+                 "examples": count, "nonfinite": int(bad)})
   return {"crops": crops, "rows": rows, "seconds": seconds,
           "crops_per_second": count * crops / max(seconds, 1e-9)}
 
@@ -260,14 +264,16 @@ def paper_rows() -> List[dict]:
 
 def format_table(rows: Sequence[dict]) -> str:
   """A Figure-4-style markdown table."""
-  head = "| Model | Resolution | Crops | Models | Top-1 error | Top-5 error | Examples |"
-  lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+  head = ("| Model | Resolution | Crops | Models | Top-1 error | Top-5 error | Examples "
+          "| Non-finite outputs |")
+  lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
   def cell(v, fmt="{}"):
     return "–" if v is None else fmt.format(v)
   for r in rows:
     lines.append(f"| {r['model']} | {cell(r['resolution'])} | {cell(r['crops'])} | "
                  f"{cell(r['models'])} | {cell(r['top1_error'], '{:.2f}%')} | "
-                 f"{cell(r['top5_error'], '{:.2f}%')} | {r['examples']:,} |")
+                 f"{cell(r['top5_error'], '{:.2f}%')} | {r['examples']:,} | "
+                 f"{cell(r.get('nonfinite'), '{:,}')} |")
   return "\n".join(lines)
 
 

@@ -144,16 +144,53 @@ def test_topk_error_against_numpy_including_ties_and_large_k():
   tally = evaluate.ErrorTally(num_rows=1, num_classes=7, chunk=64)
   for start in range(0, 300, 50):
     tally.add(probs[None, start:start + 50], labels[start:start + 50])
-  correct, count = tally.totals()
-  assert count == 300
+  correct, nonfinite, count = tally.totals()
+  assert count == 300 and nonfinite[0] == 0
   for i, k in enumerate(evaluate.TOP_K):
     assert correct[0, i] == _numpy_topk_correct(probs, labels, k).sum()
   assert correct[0, 0] < 300 - 20  # the constant rows are wrong at top-1
   # k larger than the number of classes: everything is correct.
   small = evaluate.ErrorTally(1, 3)
   small.add(np.ones((1, 4, 3), np.float32), np.array([0, 1, 2, 0]))
-  correct, count = small.totals()
+  correct, _, count = small.totals()
   assert count == 4 and correct[0, 1] == 4 and correct[0, 0] == 0
+
+
+NONFINITE_ROWS = np.array([[np.nan] * 4,                    # all NaN
+                           [0.1, np.nan, 0.2, 0.3],         # NaN beside the label's score
+                           [np.inf, 0.0, 0.0, 0.0],         # inf on the label itself
+                           [0.0, -np.inf, 0.0, 0.0],        # -inf elsewhere
+                           [0.9, 0.05, 0.03, 0.02]], np.float32)  # finite, correct
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_nonfinite_scores_count_as_wrong(k):
+  """NaN compares false: counted by comparisons alone, a NaN row would be 'correct'."""
+  from bn_inception import metrics
+  labels = np.zeros(5, np.int32)
+  got = np.asarray(metrics.topk_correct(jnp.asarray(NONFINITE_ROWS), jnp.asarray(labels), k))
+  assert got.tolist() == [0, 0, 0, 0, 1]
+  assert np.asarray(metrics.nonfinite_rows(jnp.asarray(NONFINITE_ROWS))).tolist() == \
+      [True, True, True, True, False]
+  # The training loop's eval metrics: 1 of 5 right, 4 of 5 non-finite.
+  out = metrics.eval_outputs(jnp.asarray(NONFINITE_ROWS), jnp.asarray(labels))
+  assert out["accuracy"].tolist() == out["top5_accuracy"].tolist() == [0, 0, 0, 0, 1]
+  assert out["nonfinite_fraction"].tolist() == [1, 1, 1, 1, 0]
+
+
+def test_evaluator_counts_nonfinite_outputs_as_errors_and_reports_them():
+  tally = evaluate.ErrorTally(num_rows=2, num_classes=4, chunk=8)
+  finite = np.tile(NONFINITE_ROWS[-1:], (5, 1))
+  tally.add(np.stack([NONFINITE_ROWS, finite]), np.zeros(5, np.int32))
+  correct, nonfinite, count = tally.totals()
+  assert count == 5 and nonfinite.tolist() == [4, 0]
+  assert correct.tolist() == [[1, 1], [5, 5]]
+  images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.zeros(6, int), "zeros")
+  nan_member = _member("nan", lambda x: jnp.full((len(x), 3), jnp.nan))
+  rows = _evaluate([nan_member], images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  assert rows[0]["top1_error"] == rows[0]["top5_error"] == 100.0
+  assert rows[0]["nonfinite"] == 6
+  assert "| 6 |" in evaluate.format_table(rows).splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- fake members
