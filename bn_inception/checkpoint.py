@@ -176,6 +176,13 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
   missing data) leaves no config.json that would refuse the corrected command.
   """
   diff = config_difference(workdir, config)
+  if diff is not None and diff.changed and not finished_steps(workdir):
+    # A launch that failed before its first checkpoint (bad data, a typo) left a
+    # config.json but no run: its retry may change any field.
+    if save and jax.process_index() == 0:
+      _warn(f"{config_path(workdir)} is from a launch that saved no checkpoint; replacing "
+            f"it ({len(diff.changed)} field(s) differ: {'; '.join(diff.changed[:3])}).")
+    diff = None
   if diff is not None and diff.changed:
     raise WorkdirConfigError(
         f"{workdir} holds a run with a different configuration:\n" +
@@ -195,6 +202,28 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
     tmp = epath.Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(_as_json(config), indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuse, before anything is loaded or written, a path that cannot be a workdir:
+  a file, a folder under a file, one without write permission, a read-only filesystem."""
+  if "://" in workdir:  # a remote filesystem (gs://...): its client reports its own errors
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirConfigError(f"--workdir={workdir} is a file, not a folder. Use another "
+                             "--workdir. Nothing was changed.")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirConfigError(f"--workdir={workdir} cannot be created: {existing} is a file. "
+                             "Use another --workdir. Nothing was changed.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "is on a read-only filesystem" if readonly else "is not writable by this user"
+    raise WorkdirConfigError(f"--workdir={workdir}: {existing} {why}. Use another "
+                             "--workdir. Nothing was changed.")
 
 
 def _warn(msg: str) -> None:

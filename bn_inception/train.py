@@ -248,6 +248,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   `mesh` defaults to every device of every process; a checkpoint resumes on any
   device count (state is replicated and restored straight onto this mesh).
   """
+  ckpt_lib.check_workdir(workdir)  # before seconds of data loading
   sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
