@@ -1,4 +1,9 @@
-"""Checkpoints (orbax CheckpointManager) and the workdir's config contract.
+"""The one reader and writer of a workdir: checkpoints (orbax) and config.json.
+
+Nothing else opens `<workdir>/checkpoints` or `<workdir>/config.json`: training
+resumes, the evaluator restores members, the sweep runner lists steps and
+compares configs, all through this module, so every restore is verified the
+same way (`Checkpointer`'s docstring states the fallback rules).
 
 A checkpoint holds the whole TrainState (step, params, BN statistics, optimizer
 state) and a small JSON record of the data position. The training order is a
@@ -17,21 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import traverse_util
 
 from bn_inception import faults
 
 CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 
 # Fields a resumed run may change without becoming a different run.
 RESUMABLE_FIELDS = (
@@ -98,8 +107,66 @@ def workdir_lock(workdir: str):
     os.close(fd)  # releases the lock
 
 
-def _flat(config_dict) -> dict:
-  return {".".join(k): v for k, v in traverse_util.flatten_dict(config_dict).items()}
+def flat(tree) -> Dict[str, Any]:
+  """{'section.field': value} of a nested config (ConfigDict, dict, or its JSON form)."""
+  if hasattr(tree, "to_dict"):
+    tree = tree.to_dict()
+  return {".".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+
+
+def _as_json(config) -> dict:
+  """A config as config.json stores it (tuples become lists, as on a reload)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_FILE)
+
+
+def is_workdir(path: str) -> bool:
+  """Whether `path` holds a training run (its config.json)."""
+  return epath.Path(config_path(path)).exists()
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The configuration a workdir's run was started with (its config.json)."""
+  path = epath.Path(config_path(workdir))
+  if not is_workdir(workdir):
+    raise CheckpointError(f"{workdir} has no {CONFIG_FILE}: not a training workdir "
+                          f"(scripts/train.py writes it there).")
+  try:
+    saved = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise WorkdirConfigError(
+        f"{path} is unreadable ({e}); it records which configuration this workdir's run "
+        "used. Restore it, or use a new --workdir. Nothing was changed.") from e
+  return ml_collections.ConfigDict(saved)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigDifference:
+  """How a configuration differs from the one a workdir's run was started with."""
+  changed: Tuple[str, ...]   # 'field: saved in the workdir, current now' (refuse the run)
+  added: Tuple[str, ...]     # fields the code gained since the run started (warn)
+  removed: Tuple[str, ...]   # fields the code dropped since (warn)
+
+
+def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
+  """None for a workdir without config.json; else how `config` differs from it.
+
+  Fields in RESUMABLE_FIELDS may change between launches of one run. A field added
+  to (or dropped from) the code since the run started does not make it another run:
+  refusing it would strand every workdir at each code change.
+  """
+  if not is_workdir(workdir):
+    return None
+  a, b = flat(read_config(workdir)), flat(_as_json(config))
+  keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
+  return ConfigDifference(
+      changed=tuple(f"{k}: {a[k]!r} in the workdir, {b[k]!r} now"
+                    for k in keys if k in a and k in b and a[k] != b[k]),
+      added=tuple(f"{k}={b[k]!r}" for k in keys if k in b and k not in a),
+      removed=tuple(f"{k}={a[k]!r}" for k in keys if k in a and k not in b))
 
 
 def check_or_save_config(workdir: str, config, save: bool = True) -> None:
@@ -108,40 +175,73 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
   With save=False only check, so a launch that fails validation (bad batch,
   missing data) leaves no config.json that would refuse the corrected command.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except (OSError, ValueError) as e:
-      raise WorkdirConfigError(
-          f"{path} is unreadable ({e}); it records which configuration this workdir's run "
-          "used. Restore it, or use a new --workdir. Nothing was changed.") from e
-    a, b = _flat(saved), _flat(current)
-    keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
-    diffs = [f"  {k}: {a[k]!r} in the workdir, {b[k]!r} now"
-             for k in keys if k in a and k in b and a[k] != b[k]]
-    # A field added to (or dropped from) the code since the run started is not a
-    # different run: refusing it would strand every workdir at each code change.
-    for k in keys:
-      if (k in a) != (k in b) and save and jax.process_index() == 0:
-        msg = (f"WARNING: config field {k} is new since this run started; using {b[k]!r}."
-               if k in b else f"WARNING: config field {k} (={a[k]!r} in the workdir) no "
-               "longer exists; ignoring it.")
-        logging.warning(msg)
-        print(msg, flush=True)
-    if diffs:
-      raise WorkdirConfigError(
-          f"{workdir} holds a run with a different configuration:\n" + "\n".join(diffs) +
-          "\nUse a new --workdir, or rerun with the saved settings to resume. "
-          "Nothing was changed.")
+  diff = config_difference(workdir, config)
+  if diff is not None and diff.changed and not finished_steps(workdir):
+    # A launch that failed before its first checkpoint (bad data, a typo) left a
+    # config.json but no run: its retry may change any field.
+    if save and jax.process_index() == 0:
+      _warn(f"{config_path(workdir)} is from a launch that saved no checkpoint; replacing "
+            f"it ({len(diff.changed)} field(s) differ: {'; '.join(diff.changed[:3])}).")
+    diff = None
+  if diff is not None and diff.changed:
+    raise WorkdirConfigError(
+        f"{workdir} holds a run with a different configuration:\n" +
+        "\n".join(f"  {line}" for line in diff.changed) +
+        "\nUse a new --workdir, or rerun with the saved settings to resume. "
+        "Nothing was changed.")
+  if diff is not None and save and jax.process_index() == 0:
+    for field in diff.added:
+      _warn(f"config field {field.split('=')[0]} is new since this run started; using "
+            f"{field.split('=', 1)[1]}.")
+    for field in diff.removed:
+      _warn(f"config field {field.split('=')[0]} (={field.split('=', 1)[1]} in the "
+            "workdir) no longer exists; ignoring it.")
   if save and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    path = epath.Path(config_path(workdir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = epath.Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(_as_json(config), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def check_workdir(workdir: str) -> None:
+  """Refuse, before anything is loaded or written, a path that cannot be a workdir:
+  a file, a folder under a file, one without write permission, a read-only filesystem."""
+  if "://" in workdir:  # a remote filesystem (gs://...): its client reports its own errors
+    return
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirConfigError(f"--workdir={workdir} is a file, not a folder. Use another "
+                             "--workdir. Nothing was changed.")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirConfigError(f"--workdir={workdir} cannot be created: {existing} is a file. "
+                             "Use another --workdir. Nothing was changed.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    why = "is on a read-only filesystem" if readonly else "is not writable by this user"
+    raise WorkdirConfigError(f"--workdir={workdir}: {existing} {why}. Use another "
+                             "--workdir. Nothing was changed.")
+
+
+def _warn(msg: str) -> None:
+  logging.warning(msg)
+  print(f"WARNING: {msg}", flush=True)
+
+
+def finished_steps(workdir: str) -> List[int]:
+  """Steps of the committed checkpoints of a workdir, oldest first.
+
+  orbax writes each step to `<step>.orbax-checkpoint-tmp-*` and renames it to
+  `<step>` only once it is complete, so a step folder is a finished save (which
+  may still be damaged: only a restore verifies it).
+  """
+  directory = epath.Path(workdir) / CHECKPOINT_DIR
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def _path_str(path) -> str:
@@ -225,20 +325,31 @@ def _quiet_event_loops():
 
 
 class Checkpointer:
-  """orbax CheckpointManager with an explicit interval and retention, and fallback restore.
+  """orbax CheckpointManager with an explicit interval and retention, and verified restore.
+
+  Every restore, of the newest step or of a given one, checks the stored shapes
+  against the model (a mismatch is a CheckpointError naming the arrays: another
+  model's checkpoint is never restored) and the CRC32 of every array after
+  reading it. Fallback rules:
+  * newest (step=None): a damaged checkpoint is skipped with a warning and the
+    next older one is tried; the owner (the training run) moves damaged ones
+    aside to `damaged-<step>`, a reader leaves them in place. None usable: error.
+  * a given step: no fallback (the caller asked for that step): a damaged or
+    missing one is a CheckpointError that names it and lists the steps there are.
 
   owner=True (the training run) may delete unfinished tmp dirs of a killed run and
   move damaged checkpoints aside; a reader (an evaluator, perhaps running beside
   the trainer) must not, as the tmp dir may be the trainer's save in progress.
   """
 
-  def __init__(self, workdir: str, every_steps: int, keep: int, *, owner: bool = False):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  def __init__(self, workdir: str, every_steps: int = 1, keep: Optional[int] = None, *,
+               owner: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self.owner = owner
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            save_interval_steps=every_steps, max_to_keep=keep, create=True,
+            save_interval_steps=every_steps, max_to_keep=keep, create=owner,
             # Unfinished <step>.orbax-checkpoint-tmp-* dirs of a killed run.
             cleanup_tmp_directories=owner,
             temporary_path_class=faults.slow_commit_path_class()),
@@ -257,6 +368,9 @@ class Checkpointer:
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
+
+  def all_steps(self) -> List[int]:
+    return sorted(self.manager.all_steps())
 
   def _move_aside(self, step: int) -> Optional[str]:
     """Rename checkpoints/<step> to checkpoints/damaged-<step>[.n]; return the new path."""
@@ -281,26 +395,30 @@ class Checkpointer:
     self.manager.wait_until_finished()
     if os.path.exists(os.path.join(self.directory, str(step))):
       dst = self._move_aside(step)
-      msg = (f"WARNING: checkpoint dir for step {step} already exists (unusable); moved "
-             f"it to {dst} and saving step {step} afresh.")
-      logging.warning(msg)
-      print(msg, flush=True)
+      _warn(f"checkpoint dir for step {step} already exists (unusable); moved it to {dst} "
+            f"and saving step {step} afresh.")
       self.manager.reload()
 
-  def _check_shapes(self, step: int, abstract_state):
-    """Raise CheckpointError naming every parameter whose stored shape differs.
+  def _stored_state(self, step: int):
+    """The stored TrainState's tree of array metadata (shapes, dtypes) at `step`."""
+    with _quiet_event_loops():
+      stored = self.manager.item_metadata(step)["state"]
+    stored = getattr(stored, "tree", stored)
+    if stored is None:
+      raise CheckpointError("no array metadata")
+    return stored
+
+  def _check_shapes(self, step: int, expected, part: Callable = lambda tree: tree):
+    """Raise CheckpointError naming every array whose stored shape differs from
+    `expected` (compared on `part` of the stored tree).
 
     Returns quietly when the metadata cannot be read (then the checkpoint is
     treated as damaged by the restore that follows)."""
     try:
-      with _quiet_event_loops():
-        stored = self.manager.item_metadata(step)["state"]
-      stored = getattr(stored, "tree", stored)
+      stored = self._stored_state(step)
     except Exception:  # unreadable metadata: a damaged checkpoint, handled below
       return
-    if stored is None:
-      return
-    lines = shape_mismatches(stored, abstract_state)
+    lines = shape_mismatches(part(stored), expected)
     if lines:
       raise CheckpointError(
           f"The checkpoint at step {step} in {self.directory} does not fit this model:\n"
@@ -309,55 +427,101 @@ class Checkpointer:
           + "\nIt was written by a different model or optimizer configuration. Use the "
           "config it was trained with, or a new --workdir. Nothing was changed.")
 
-  def _restore_step(self, step: int, abstract_state):
+  def _restore_step(self, step: int, target):
+    """Read one step into `target` (abstract arrays) and verify it; (state, meta)."""
     with _quiet_event_loops():
       restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     state, meta = restored["state"], dict(restored["meta"])
-    if int(state.step) != step or meta.get("step", step) != step:
-      raise CheckpointError(f"it holds step {int(state.step)} (record: {meta.get('step')})")
+    stored_step = int(state["step"] if isinstance(state, dict) else state.step)
+    if stored_step != step or meta.get("step", step) != step:
+      raise CheckpointError(f"it holds step {stored_step} (record: {meta.get('step')})")
     expected = meta.pop("checksums", None)
-    if expected is not None:
+    if expected is not None:  # checkpoints of older versions have none
       actual = state_checksums(state)
-      bad = [k for k in sorted(set(expected) & set(actual)) if expected[k] != actual[k]]
+      bad = sorted(k for k in actual if expected.get(k) != actual[k])
       if bad:
         raise CheckpointError(f"checksum mismatch in {', '.join(bad[:5])}"
                               + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
     return state, meta
 
-  def restore(self, abstract_state) -> Optional[Tuple[Any, dict]]:
-    """Newest usable checkpoint; older ones are tried, with a warning, if it is damaged."""
-    steps = sorted(self.manager.all_steps(), reverse=True)
+  def _restore(self, step: Optional[int], check: Callable[[int], None],
+               target: Callable[[int], Any]) -> Optional[Tuple[Any, dict]]:
+    """The fallback rules of the class docstring around `_restore_step`."""
+    steps = self.all_steps()
+    if step is not None:
+      if step not in steps:
+        raise CheckpointError(f"No checkpoint at step {step} in {self.directory}; it has "
+                              f"steps {steps}.")
+      check(step)
+      try:
+        return self._restore_step(step, target(step))
+      except Exception as e:  # orbax raises many types for damaged files
+        raise CheckpointError(
+            f"The checkpoint at step {step} in {self.directory} is unusable "
+            f"({_reason(e)}). It was asked for by step, so no other step is used instead "
+            f"(steps there: {steps}). Nothing was moved or deleted.") from e
     if not steps:
       return None
     failures = []
-    for step in steps:
-      self._check_shapes(step, abstract_state)
+    for s in reversed(steps):
+      check(s)
       try:
-        state, meta = self._restore_step(step, abstract_state)
-      except Exception as e:  # orbax raises many types for damaged files.
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-        failures.append((step, reason))
+        state, meta = self._restore_step(s, target(s))
+      except Exception as e:  # orbax raises many types for damaged files
+        failures.append((s, _reason(e)))
         logging.warning("Checkpoint at step %d in %s could not be restored (%s).",
-                        step, self.directory, reason)
+                        s, self.directory, failures[-1][1])
         continue
       for bad_step, reason in failures:
         moved = self._move_aside(bad_step) if self.owner else None
         where = f"moved to {moved}" if moved else "left in place"
-        msg = (f"WARNING: checkpoint at step {bad_step} unusable ({reason}); {where}; "
-               f"resuming from step {step}.")
-        logging.warning(msg)
-        print(msg, flush=True)
+        _warn(f"checkpoint at step {bad_step} unusable ({reason}); {where}; "
+              f"resuming from step {s}.")
       if failures and self.owner:
         self.manager.reload()
       return state, meta
     raise CheckpointError(
-        f"No usable checkpoint in {self.directory}: steps {steps} all failed to restore "
-        f"(newest, step {failures[0][0]}: {failures[0][1]}). Nothing was moved or deleted; "
-        "restore a backup of the directory or use a new --workdir.")
+        f"No usable checkpoint in {self.directory}: steps {sorted(steps, reverse=True)} all "
+        f"failed to restore (newest, step {failures[0][0]}: {failures[0][1]}). Nothing was "
+        "moved or deleted; restore a backup of the directory or use a new --workdir.")
+
+  def restore(self, abstract_state, step: Optional[int] = None
+              ) -> Optional[Tuple[Any, dict]]:
+    """(TrainState, meta) of the newest usable checkpoint, or of `step`; None when
+    there is none (newest only). `abstract_state` carries the target shardings."""
+    return self._restore(step, lambda s: self._check_shapes(s, abstract_state),
+                         lambda s: abstract_state)
+
+  def restore_variables(self, abstract_variables: dict, sharding,
+                        step: Optional[int] = None) -> Tuple[dict, int]:
+    """The model variables ({'params', 'batch_stats'?}) of the newest usable
+    checkpoint, or of `step`, without the optimizer: for inference.
+
+    The whole state is read (so every checksum is verified) onto `sharding`
+    (e.g. replicated on any mesh), then everything but the variables is dropped.
+    """
+    def variables_of(tree):
+      return {k: tree.get(k, {}) for k in abstract_variables}
+
+    def target(s):
+      return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                          self._stored_state(s))
+
+    restored = self._restore(
+        step, lambda s: self._check_shapes(s, abstract_variables, variables_of), target)
+    if restored is None:
+      raise CheckpointError(f"No checkpoint in {self.directory}.")
+    state, meta = restored
+    return variables_of(state), int(state["step"])
 
   def wait(self):
     self.manager.wait_until_finished()
 
   def close(self):
     self.manager.close()
+
+
+def _reason(e: BaseException) -> str:
+  text = str(e).splitlines()[0][:200] if str(e) else ""
+  return f"{type(e).__name__}: {text}"

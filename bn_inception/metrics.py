@@ -19,14 +19,23 @@ from clu import metric_writers, metrics
 def topk_correct(logits, labels, k: int):
   """1.0 where the label is among the k highest logits, ties counted against it.
 
-  Correct iff #(other classes scoring >= the label's score) < k, so a network
-  that outputs a constant scores 0, never 100%; k above the class count is clipped.
+  Correct iff every score is finite and #(other classes scoring >= the label's
+  score) < k, so a network that outputs a constant scores 0, never 100%, and one
+  that outputs NaN or inf anywhere in a row gets that example wrong (NaN compares
+  false: counting comparisons alone would score NaN rows as correct). k above the
+  class count is clipped.
   """
   k = min(k, logits.shape[-1])
   label_score = jnp.take_along_axis(logits, labels[:, None], axis=-1)
   higher = jnp.sum(logits > label_score, axis=-1)
   ties = jnp.sum(logits == label_score, axis=-1) - 1
-  return (higher + ties < k).astype(jnp.float32)
+  return ((higher + ties < k) & nonfinite_rows(logits, invert=True)).astype(jnp.float32)
+
+
+def nonfinite_rows(logits, invert: bool = False):
+  """True where a row of scores holds a NaN or inf (invert: where it is all finite)."""
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return finite if invert else ~finite
 
 
 def cross_entropy(logits, labels):
@@ -46,13 +55,15 @@ class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output("loss")
   accuracy: metrics.Average.from_output("accuracy")
   top5_accuracy: metrics.Average.from_output("top5_accuracy")
+  nonfinite_fraction: metrics.Average.from_output("nonfinite_fraction")
 
 
 def eval_outputs(logits, labels) -> dict:
   """Per-example values the eval metrics average."""
   return {"loss": cross_entropy(logits, labels),
           "accuracy": topk_correct(logits, labels, 1),
-          "top5_accuracy": topk_correct(logits, labels, 5)}
+          "top5_accuracy": topk_correct(logits, labels, 5),
+          "nonfinite_fraction": nonfinite_rows(logits).astype(jnp.float32)}
 
 
 class JsonlWriter(metric_writers.MetricWriter):

@@ -197,6 +197,11 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
           for k, v in local_batch.items()}
 
 
+def device_batches(local_batches, mesh: Mesh, size: int = 2):
+  """Process-local numpy batches -> global batches on the mesh, `size` in flight."""
+  return prefetch((global_batch(b, mesh) for b in local_batches), size)
+
+
 def prefetch(batches, size: int = 2):
   """Keep `size` global batches in flight: their host->device copies overlap the step."""
   import collections

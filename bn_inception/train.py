@@ -43,8 +43,7 @@ class NonFiniteError(Exception):
 
 
 def create_train_state(model, tx, image_shape, rng) -> TrainState:
-  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  variables = model.init({"params": rng, "dropout": rng}, dummy, train=False)
+  variables = models.init_variables(model, image_shape, rng)
   return TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get(BATCH_STATS, {}),
@@ -102,12 +101,17 @@ def eval_step(state: TrainState, batch, *, normalize: Callable):
   return metrics, mutated.get(PROBES, {})
 
 
-def moments_step(state: TrainState, batch, *, train_inputs: Callable, base_rng):
+def moments_step(variables, batch, *, apply_fn: Callable, train_inputs: Callable, base_rng):
   """Training-mode batch moments of every BN layer (for Alg. 2, step 10), on
   training inputs prepared exactly as in `train_step`."""
-  _, mutated = state.apply_fn(_variables(state), train_inputs(batch), train=True,
-                              rngs={"dropout": base_rng}, mutable=[BATCH_STATS, BATCH_MOMENTS])
+  _, mutated = apply_fn(variables, train_inputs(batch), train=True,
+                        rngs={"dropout": base_rng}, mutable=[BATCH_STATS, BATCH_MOMENTS])
   return mutated[BATCH_MOMENTS]
+
+
+def dropout_rng(seed: int):
+  """The base of the dropout stream (folded with the step in `train_step`)."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
 
 
 class Trainer:
@@ -120,18 +124,12 @@ class Trainer:
     sharding.check_batch(config.train.batch_size, self.mesh)
     sharding.check_batch(config.train.eval_batch_size, self.mesh, "train.eval_batch_size")
     group = sharding.bn_group_size(config.bn, config.train.batch_size, self.mesh)
-    if config.model.get("num_classes", self.source.num_classes) != self.source.num_classes:
-      raise ValueError(f"config.model.num_classes={config.model.num_classes} but the "
-                       f"dataset has {self.source.num_classes} classes.")
-    size = config.model.get("image_size", None)
-    if size and tuple(self.source.image_shape[:2]) != (size, size):
-      raise ValueError(f"config.model.image_size={size} but the data yields "
-                       f"{self.source.image_shape[:2]} images (config.data.image_size).")
+    models.check_fits_data(config.model, self.source)
     self.model = models.create_model(config, bn_group_size=group)
     self.tx, self.schedule = optim.create_optimizer(
         config.optim, config.train.num_steps,
         steps_per_epoch=self.source.num_train_examples / config.train.batch_size)
-    self.base_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+    self.base_rng = dropout_rng(config.seed)
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
     init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
@@ -160,9 +158,9 @@ class Trainer:
         functools.partial(eval_step, normalize=self.source.normalize),
         in_shardings=(self.state_sharding, data))
     self.moments_step = jax.jit(
-        functools.partial(moments_step, train_inputs=self.source.train_inputs,
-                          base_rng=self.base_rng),
-        in_shardings=(self.state_sharding, data))
+        functools.partial(moments_step, apply_fn=self.model.apply,
+                          train_inputs=self.source.train_inputs, base_rng=self.base_rng),
+        in_shardings=(repl, data))
 
   def init_state(self) -> TrainState:
     return self._init()
@@ -171,7 +169,7 @@ class Trainer:
     """Global batches from `start_step` on, transferred ahead of the step that needs them."""
     local = self.source.train_batches(start_step, self.config.train.batch_size,
                                       self.config.seed, jax.process_index(), jax.process_count())
-    return sharding.prefetch(sharding.global_batch(b, self.mesh) for b in local)
+    return sharding.device_batches(local, self.mesh)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
     """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
@@ -198,9 +196,7 @@ class Trainer:
                             start_step: int = 0) -> TrainState:
     """Replace the moving averages with exact averages over `num_batches` training batches."""
     batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
-    variables, _ = population_statistics(
-        lambda v, b: self.moments_step(state.replace(batch_stats=v[BATCH_STATS]), b),
-        _variables(state), batches)
+    variables, _ = population_statistics(self.moments_step, _variables(state), batches)
     return state.replace(batch_stats=variables[BATCH_STATS])
 
 
@@ -252,6 +248,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   `mesh` defaults to every device of every process; a checkpoint resumes on any
   device count (state is replicated and restored straight onto this mesh).
   """
+  ckpt_lib.check_workdir(workdir)  # before seconds of data loading
   sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data

@@ -39,16 +39,16 @@ flags.mark_flags_as_required(["output_dir"])
 
 
 def run():
-  from bn_inception import evaluate
-  specs = [evaluate.parse_member(w, step=_STEP.value)
-           for w in evaluate.expand_workdirs(_WORKDIRS.value)]
+  from bn_inception import ensemble
+  specs = [ensemble.parse_member(w, step=_STEP.value)
+           for w in ensemble.expand_workdirs(_WORKDIRS.value)]
   if _ENSEMBLE.value:
-    specs += evaluate.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
+    specs += ensemble.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
   try:
     crops = [int(c) for c in _CROPS.value]
   except ValueError:
     raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
-  evaluate.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
+  ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
                batch_size=_BATCH.value, population_stats_batches=_POP.value,
                overrides=_OVERRIDE.value, command=" ".join(sys.argv), paper=_PAPER.value)
   print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")

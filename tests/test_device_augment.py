@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception.data import augment, default_data_root, device_augment, imagenet
+from bn_inception.data import augment, create_source, default_data_root, device_augment, imagenet
 
 SAMPLE = os.path.join(default_data_root(), "imagenet_sample")
 
@@ -68,8 +68,8 @@ def _folder_config(**kw):
 
 @pytest.mark.skipif(not os.path.isdir(SAMPLE), reason=f"no {SAMPLE}")
 def test_pipeline_sends_seeds_that_resume_exactly_and_the_step_distorts():
-  source = imagenet.create(_folder_config(distortion_strength=0.5))
-  host = imagenet.create(_folder_config(distortion_strength=0.0))
+  source = create_source(_folder_config(distortion_strength=0.5))
+  host = create_source(_folder_config(distortion_strength=0.0))
   it = source.train_batches(0, 16, seed=3)
   first, second = next(it), next(it)
   resumed = next(source.train_batches(1, 16, seed=3))

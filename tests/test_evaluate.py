@@ -1,8 +1,10 @@
 """The ensemble evaluator: crop geometry, top-k, probability averaging, exact counting."""
 
+import dataclasses
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception import evaluate, train
+from bn_inception import ensemble, evaluate, train
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
@@ -142,16 +144,53 @@ def test_topk_error_against_numpy_including_ties_and_large_k():
   tally = evaluate.ErrorTally(num_rows=1, num_classes=7, chunk=64)
   for start in range(0, 300, 50):
     tally.add(probs[None, start:start + 50], labels[start:start + 50])
-  correct, count = tally.totals()
-  assert count == 300
+  correct, nonfinite, count = tally.totals()
+  assert count == 300 and nonfinite[0] == 0
   for i, k in enumerate(evaluate.TOP_K):
     assert correct[0, i] == _numpy_topk_correct(probs, labels, k).sum()
   assert correct[0, 0] < 300 - 20  # the constant rows are wrong at top-1
   # k larger than the number of classes: everything is correct.
   small = evaluate.ErrorTally(1, 3)
   small.add(np.ones((1, 4, 3), np.float32), np.array([0, 1, 2, 0]))
-  correct, count = small.totals()
+  correct, _, count = small.totals()
   assert count == 4 and correct[0, 1] == 4 and correct[0, 0] == 0
+
+
+NONFINITE_ROWS = np.array([[np.nan] * 4,                    # all NaN
+                           [0.1, np.nan, 0.2, 0.3],         # NaN beside the label's score
+                           [np.inf, 0.0, 0.0, 0.0],         # inf on the label itself
+                           [0.0, -np.inf, 0.0, 0.0],        # -inf elsewhere
+                           [0.9, 0.05, 0.03, 0.02]], np.float32)  # finite, correct
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_nonfinite_scores_count_as_wrong(k):
+  """NaN compares false: counted by comparisons alone, a NaN row would be 'correct'."""
+  from bn_inception import metrics
+  labels = np.zeros(5, np.int32)
+  got = np.asarray(metrics.topk_correct(jnp.asarray(NONFINITE_ROWS), jnp.asarray(labels), k))
+  assert got.tolist() == [0, 0, 0, 0, 1]
+  assert np.asarray(metrics.nonfinite_rows(jnp.asarray(NONFINITE_ROWS))).tolist() == \
+      [True, True, True, True, False]
+  # The training loop's eval metrics: 1 of 5 right, 4 of 5 non-finite.
+  out = metrics.eval_outputs(jnp.asarray(NONFINITE_ROWS), jnp.asarray(labels))
+  assert out["accuracy"].tolist() == out["top5_accuracy"].tolist() == [0, 0, 0, 0, 1]
+  assert out["nonfinite_fraction"].tolist() == [1, 1, 1, 1, 0]
+
+
+def test_evaluator_counts_nonfinite_outputs_as_errors_and_reports_them():
+  tally = evaluate.ErrorTally(num_rows=2, num_classes=4, chunk=8)
+  finite = np.tile(NONFINITE_ROWS[-1:], (5, 1))
+  tally.add(np.stack([NONFINITE_ROWS, finite]), np.zeros(5, np.int32))
+  correct, nonfinite, count = tally.totals()
+  assert count == 5 and nonfinite.tolist() == [4, 0]
+  assert correct.tolist() == [[1, 1], [5, 5]]
+  images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.zeros(6, int), "zeros")
+  nan_member = _member("nan", lambda x: jnp.full((len(x), 3), jnp.nan))
+  rows = _evaluate([nan_member], images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  assert rows[0]["top1_error"] == rows[0]["top5_error"] == 100.0
+  assert rows[0]["nonfinite"] == 6
+  assert "| 6 |" in evaluate.format_table(rows).splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- fake members
@@ -161,9 +200,15 @@ def _member(name, logits_fn, num_classes=3, size=4, channels=1):
   """A member whose logits are logits_fn(float images [B, h, w, c])."""
   config = ml_collections.ConfigDict({"model": {"name": "fake"}, "data": {}})
   predict = jax.jit(lambda images: jax.nn.softmax(logits_fn(images.astype(jnp.float32)), -1))
-  return evaluate.Member(name=name, workdir=f"/fake/{name}", step=0, config=config,
+  return ensemble.Member(name=name, workdir=f"/fake/{name}", step=0, config=config,
                          num_classes=num_classes, image_shape=(size, size, channels),
                          predict=predict)
+
+
+def _evaluate(members, images, crops, geometry, batch_size):
+  """The numeric core on the members' predict_fns (it sees nothing else of them)."""
+  return evaluate.evaluate({m.name: m.predict for m in members}, images, crops, geometry,
+                           batch_size, members[0].num_classes)
 
 
 def _linear_member(name, seed, num_classes=5, size=4, channels=1):
@@ -200,7 +245,7 @@ def test_every_example_counted_once_whatever_the_batch_size(crops):
   geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
   expected = _numpy_reference(members, images, crops, 4, 0.5)
   for batch in (7, 64, 13 * crops + 5):
-    result = evaluate.evaluate(members, images, crops, geometry, batch_size=batch)
+    result = _evaluate(members, images, crops, geometry, batch_size=batch)
     assert [r["model"] for r in result["rows"]] == ["a", "b", "ensemble"]
     for row, (c1, c5) in zip(result["rows"], expected):
       assert row["examples"] == 13
@@ -212,8 +257,9 @@ def test_ensemble_of_one_member_twice_equals_it_alone():
   images = _random_images(40, seed=3)
   member = _linear_member("a", 7)
   geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
-  alone = evaluate.evaluate([member], images, 10, geometry, batch_size=32)["rows"]
-  twice = evaluate.evaluate([member, member], images, 10, geometry, batch_size=32)["rows"]
+  alone = _evaluate([member], images, 10, geometry, batch_size=32)["rows"]
+  twin = dataclasses.replace(member, name="a again")
+  twice = _evaluate([member, twin], images, 10, geometry, batch_size=32)["rows"]
   assert len(alone) == 1 and twice[2]["model"] == "ensemble"
   for key in ("top1_error", "top5_error", "examples"):
     assert twice[2][key] == alone[0][key] == twice[0][key]
@@ -228,7 +274,7 @@ def test_members_are_averaged_as_probabilities_not_logits():
              for n, l in logits.items()]
   assert np.argmax(np.mean(list(logits.values()), 0)) == 0
   images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.ones(6, int), "ones")
-  rows = evaluate.evaluate(members, images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  rows = _evaluate(members, images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
   errors = {r["model"]: r["top1_error"] for r in rows}
   assert errors == {"A": 100.0, "B": 0.0, "C": 0.0, "ensemble": 0.0}
 
@@ -246,7 +292,7 @@ def test_crops_are_averaged_as_probabilities_not_logits():
   crops = _crops(image[0], 10, 4, 0.5)
   bright = crops.reshape(10, -1).mean(1) > 200
   assert bright.sum() == 2  # the setup is what the comment says
-  rows = evaluate.evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=3)
+  rows = _evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=3)
   assert rows["rows"][0]["top1_error"] == 0.0
 
 
@@ -261,29 +307,29 @@ def test_an_undecodable_image_is_named(tmp_path):
   images = multicrop.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
   member = _linear_member("a", 0, num_classes=3, channels=3)
   with pytest.raises(DataError, match="img1.png"):
-    evaluate.evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=4)
+    _evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=4)
 
 
 def test_incompatible_members_are_refused_by_name():
   a = _linear_member("a", 0, num_classes=5)
   b = _linear_member("b", 1, num_classes=4)
   with pytest.raises(ValueError, match="member b .*number of classes"):
-    evaluate.check_compatible([a, b])
+    ensemble.check_compatible([a, b])
   c = _linear_member("c", 2)
   c.config = ml_collections.ConfigDict({"model": {"name": "mlp"}, "data": {}})
   with pytest.raises(ValueError, match="member c .*architecture"):
-    evaluate.check_compatible([a, c])
+    ensemble.check_compatible([a, c])
   d = _linear_member("d", 3, size=8)
   with pytest.raises(ValueError, match="member d .*input shape"):
-    evaluate.check_compatible([a, d])
+    ensemble.check_compatible([a, d])
 
 
 def test_member_specs_and_ensemble_file(tmp_path):
   (tmp_path / "ens.txt").write_text("# two runs\nruns/a\n\nruns/b@300  # a step\n")
-  specs = evaluate.read_ensemble_file(str(tmp_path / "ens.txt"), step=None)
-  assert specs == [evaluate.MemberSpec(str(tmp_path / "runs/a"), None),
-                   evaluate.MemberSpec(str(tmp_path / "runs/b"), 300)]
-  assert evaluate.member_names(specs + specs[:1]) == ["a#1", "b@300", "a#2"]
+  specs = ensemble.read_ensemble_file(str(tmp_path / "ens.txt"), step=None)
+  assert specs == [ensemble.MemberSpec(str(tmp_path / "runs/a"), None),
+                   ensemble.MemberSpec(str(tmp_path / "runs/b"), 300)]
+  assert ensemble.member_names(specs + specs[:1]) == ["a#1", "b@300", "a#2"]
 
 
 # --------------------------------------------------------------------------- real checkpoints
@@ -310,8 +356,8 @@ def mnist_workdir(tmp_path_factory):
 
 def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, tmp_path):
   out = str(tmp_path / "report")
-  spec = evaluate.MemberSpec(mnist_workdir)
-  report = evaluate.run([spec, spec], [1], batch_size=768, output_dir=out)  # 768 !| 10,000
+  spec = ensemble.MemberSpec(mnist_workdir)
+  report = ensemble.run([spec, spec], [1], batch_size=768, output_dir=out)  # 768 !| 10,000
   rows = report["results"][0]["rows"]
   assert [r["examples"] for r in rows] == [10_000] * 3
   assert rows[0]["top1_error"] == rows[1]["top1_error"] == rows[2]["top1_error"]
@@ -333,7 +379,7 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
 
   # Exact population statistics (Alg. 2, step 10) before evaluating: the same numbers as
   # the spine's Trainer.population_statistics followed by its evaluation.
-  report = evaluate.run([spec], [1], batch_size=1000, population_stats_batches=3)
+  report = ensemble.run([spec], [1], batch_size=1000, population_stats_batches=3)
   pop_state = trainer.population_statistics(jax.device_put(state, trainer.state_sharding), 3)
   reference = trainer.evaluate(pop_state)
   row = report["results"][0]["rows"][0]
@@ -345,12 +391,47 @@ def test_missing_checkpoint_and_step_are_clear_errors(mnist_workdir, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
   with pytest.raises(CheckpointError, match="no config.json"):
-    evaluate.run([evaluate.MemberSpec(str(empty))], [1])
+    ensemble.run([ensemble.MemberSpec(str(empty))], [1])
   (empty / "config.json").write_text(open(os.path.join(mnist_workdir, "config.json")).read())
   with pytest.raises(CheckpointError, match="Member empty: .* has no checkpoint"):
-    evaluate.run([evaluate.MemberSpec(mnist_workdir), evaluate.MemberSpec(str(empty))], [1])
-  with pytest.raises(CheckpointError, match=r"no checkpoint at step 7 .*steps \[20\]"):
-    evaluate.run([evaluate.MemberSpec(mnist_workdir, 7)], [1])
+    ensemble.run([ensemble.MemberSpec(mnist_workdir), ensemble.MemberSpec(str(empty))], [1])
+  with pytest.raises(CheckpointError, match=r"No checkpoint at step 7 .*steps \[20\]"):
+    ensemble.run([ensemble.MemberSpec(mnist_workdir, 7)], [1])
+
+
+def _flip_a_byte(workdir, step):
+  """Bit rot: one flipped byte in the biggest array file of checkpoint `step`."""
+  files = glob.glob(os.path.join(workdir, "checkpoints", str(step), "state", "**", "d", "*"),
+                    recursive=True)
+  biggest = max(files, key=os.path.getsize)
+  with open(biggest, "r+b") as f:
+    f.seek(os.path.getsize(biggest) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_flipped_byte_at_an_explicit_step_is_an_error_not_numbers(mnist_workdir, tmp_path):
+  """The evaluator restores a member at a given step through the same verified path
+  as training: a checkpoint with flipped bytes is refused, never evaluated."""
+  import orbax.checkpoint as ocp
+  workdir = str(tmp_path / "rotten")
+  shutil.copytree(mnist_workdir, workdir)
+  _flip_a_byte(workdir, 20)
+  # Plain orbax reads the damaged file without complaint: wrong numbers, no error.
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as plain:
+    damaged = plain.restore(20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  with ocp.CheckpointManager(os.path.join(mnist_workdir, "checkpoints")) as plain:
+    intact = plain.restore(20, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(damaged["state"]),
+                                                      jax.tree.leaves(intact["state"])))
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(CheckpointError, match=r"Member rotten@20: The checkpoint at step 20 .* "
+                     r"unusable \(CheckpointError: checksum mismatch in params/"):
+    ensemble.run([ensemble.MemberSpec(workdir, 20)], [1])
+  with pytest.raises(CheckpointError, match=r"Member rotten: No usable checkpoint .*checksum"):
+    ensemble.run([ensemble.MemberSpec(workdir)], [1])  # newest: no older step to fall back on
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before  # a reader moves nothing
 
 
 def _run_script(args, env_extra=None):
@@ -398,8 +479,8 @@ def test_imagenet_sample_every_image_once(tmp_path):
   c.optim.schedule = "constant"
   workdir = str(tmp_path / "mlp16")
   train.train_and_evaluate(c, workdir)
-  spec = evaluate.MemberSpec(workdir)
-  odd = evaluate.run([spec], [1, 10], batch_size=96)["results"]   # 1000 and 10000 % 96 != 0
-  even = evaluate.run([spec], [1, 10], batch_size=1000)["results"]
+  spec = ensemble.MemberSpec(workdir)
+  odd = ensemble.run([spec], [1, 10], batch_size=96)["results"]   # 1000 and 10000 % 96 != 0
+  even = ensemble.run([spec], [1, 10], batch_size=1000)["results"]
   for a, b in zip(odd, even):
     assert a["rows"] == b["rows"] and a["rows"][0]["examples"] == 1000

@@ -38,7 +38,7 @@ def save(path, array, fmt=None, mode=None):
 
 @pytest.fixture(scope="module")
 def sample():
-  return imagenet.create(config(train_dir=SAMPLE))
+  return create_source(config(train_dir=SAMPLE))
 
 
 # ----------------------------------------------------------------- the shared sample
@@ -77,7 +77,7 @@ def test_sample_eval_every_file_once_in_synset_order(sample):
 @needs_sample
 def test_sample_eval_crop_matches_pil_reference():
   """Central crop of fraction f, resized: compared with an independent PIL version."""
-  source = imagenet.create(config(train_dir=SAMPLE, image_size=48, antialias=True,
+  source = create_source(config(train_dir=SAMPLE, image_size=48, antialias=True,
                                   eval_crop_fraction=0.875))
   batch = next(source.eval_batches(4))
   for k, synset in enumerate(sorted(os.listdir(SAMPLE))[:4]):
@@ -138,7 +138,7 @@ def test_flip_crop_and_distortion(tmp_path):
   red_left = np.asarray(Image.fromarray(two_colour_image()).resize((16, 16), Image.NEAREST))
 
   def images(**kw):
-    source = imagenet.create(config(**whole, **kw))
+    source = create_source(config(**whole, **kw))
     return np.concatenate([b["image"] for b in take(source.train_batches(0, 8, seed=0), 4)])
 
   plain = images(random_flip=False, distortion_strength=0.0)
@@ -150,7 +150,7 @@ def test_flip_crop_and_distortion(tmp_path):
   distorted = images(random_flip=False, distortion_strength=1.0, distort_on_device=False)
   assert (np.abs(distorted.astype(int) - plain).max(axis=(1, 2, 3)) > 0).all()
   # Distorting on device: the host sends the undistorted crop and a colour seed.
-  on_device = imagenet.create(config(**whole, random_flip=False, distortion_strength=1.0))
+  on_device = create_source(config(**whole, random_flip=False, distortion_strength=1.0))
   batch = next(on_device.train_batches(0, 8, seed=0))
   assert (batch["image"] == red_left).all()
   assert batch["color_seed"].dtype == np.uint32 and batch["color_seed"].shape == (8, 2)
@@ -162,7 +162,7 @@ def test_random_crops_have_the_configured_area_and_aspect(tmp_path):
   its exact extent, which must cover 25-50% of the image at aspect 3/4..4/3."""
   y, x = np.mgrid[:80, :80]
   save(str(tmp_path / "a" / "xy.png"), np.stack([3 * x, 3 * y, 0 * x], -1))
-  source = imagenet.create(config(train_dir=str(tmp_path), image_size=80, random_flip=False,
+  source = create_source(config(train_dir=str(tmp_path), image_size=80, random_flip=False,
                                   distortion_strength=0.0, crop_area_range=(0.25, 0.5),
                                   resize_method="nearest"))
   areas = []
@@ -180,7 +180,7 @@ def test_eval_central_crop(tmp_path):
   image = np.full((60, 100, 3), (255, 0, 0), np.uint8)
   image[15:45, 35:65] = (0, 255, 0)  # the central 30x30 = 0.5 of the shorter side
   save(str(tmp_path / "a" / "c.png"), image)
-  source = imagenet.create(config(train_dir=str(tmp_path), image_size=16,
+  source = create_source(config(train_dir=str(tmp_path), image_size=16,
                                   eval_crop_fraction=0.5))
   (batch,) = list(source.eval_batches(2))
   assert (batch["image"][0] == (0, 255, 0)).all() and list(batch["mask"]) == [True, False]
@@ -193,7 +193,7 @@ def test_cmyk_and_greyscale_come_out_rgb(tmp_path):
   save(str(tmp_path / "a" / "cmyk.jpg"), rgb, "JPEG", mode="CMYK")
   save(str(tmp_path / "b" / "grey.JPEG"), rgb, "JPEG", mode="L")
   assert Image.open(tmp_path / "a" / "cmyk.jpg").mode == "CMYK"
-  source = imagenet.create(config(train_dir=str(tmp_path), image_size=40,
+  source = create_source(config(train_dir=str(tmp_path), image_size=40,
                                   eval_crop_fraction=1.0))
   batch = next(source.eval_batches(2))
   assert batch["image"].shape == (2, 40, 40, 3)
@@ -214,7 +214,7 @@ def corrupt_folder(root):
 
 def test_corrupt_jpeg_is_named(tmp_path):
   broken = corrupt_folder(tmp_path)
-  source = imagenet.create(config(train_dir=str(tmp_path)))
+  source = create_source(config(train_dir=str(tmp_path)))
   with pytest.raises(DataError, match="broken.JPEG.*skip_corrupt_images"):
     list(source.eval_batches(4))
   with pytest.raises(DataError, match=broken):
@@ -224,14 +224,14 @@ def test_corrupt_jpeg_is_named(tmp_path):
 def test_corrupt_jpeg_skipped_counted_and_resumable(tmp_path):
   corrupt_folder(tmp_path)
   cfg = config(train_dir=str(tmp_path), skip_corrupt_images=True)
-  source = imagenet.create(cfg)
+  source = create_source(cfg)
   (batch,) = list(source.eval_batches(4))  # files: good0..2 (label 0), broken (label 1)
   np.testing.assert_array_equal(batch["mask"], [True, True, True, False])
   assert source.num_skipped_images == 1
   run = take(source.train_batches(0, 4, seed=0), 3)
   assert all((b["label"] == 0).all() for b in run)  # the broken one replaced by a good one
   # A fresh source (resumed run: knows nothing yet) gives the same batches.
-  resumed = next(imagenet.create(cfg).train_batches(2, 4, seed=0))
+  resumed = next(create_source(cfg).train_batches(2, 4, seed=0))
   np.testing.assert_array_equal(resumed["image"], run[2]["image"])
 
 
@@ -240,13 +240,13 @@ def test_corrupt_jpeg_skipped_counted_and_resumable(tmp_path):
 
 def test_missing_dirs_and_bad_fields_say_what_to_do(tmp_path):
   with pytest.raises(DataError, match=r"nowhere.*config\.data\.train_dir"):
-    imagenet.create(config(train_dir=str(tmp_path / "nowhere")))
+    create_source(config(train_dir=str(tmp_path / "nowhere")))
   os.makedirs(tmp_path / "empty" / "n0")
   with pytest.raises(DataError, match="No images"):
-    imagenet.create(config(train_dir=str(tmp_path / "empty")))
+    create_source(config(train_dir=str(tmp_path / "empty")))
   missing = str(tmp_path / "tfds")
   with pytest.raises(DataError) as e:
-    imagenet.create(config(name="imagenet_tfds", tfds_data_dir=missing))
+    create_source(config(name="imagenet_tfds", tfds_data_dir=missing))
   msg = str(e.value)
   for needle in ("config.data.tfds_data_dir", "ILSVRC2012_img_train.tar",
                  "ILSVRC2012_img_val.tar", os.path.join(missing, "downloads", "manual"),
@@ -254,11 +254,11 @@ def test_missing_dirs_and_bad_fields_say_what_to_do(tmp_path):
     assert needle in msg, needle
   os.makedirs(missing)
   with pytest.raises(DataError, match="not prepared.*downloads"):
-    imagenet.create(config(name="imagenet_tfds", tfds_data_dir=missing))
+    create_source(config(name="imagenet_tfds", tfds_data_dir=missing))
   with pytest.raises(KeyError, match="no field"):
     imagenet.imagenet_data_config(imagesize=3)
   with pytest.raises(ValueError, match="distortion_strength"):
-    imagenet.create(config(train_dir=str(tmp_path / "empty"), distortion_strength=2.0))
+    create_source(config(train_dir=str(tmp_path / "empty"), distortion_strength=2.0))
 
 
 def test_factory_and_eval_split_options(tmp_path):
@@ -272,8 +272,8 @@ def test_factory_and_eval_split_options(tmp_path):
   os.makedirs(tmp_path / "other" / "n9")
   save(str(tmp_path / "other" / "n9" / "z.png"), np.zeros((8, 8, 3), np.uint8))
   with pytest.raises(DataError, match="n9"):
-    imagenet.create(config(train_dir=str(tmp_path), eval_dir=str(tmp_path / "other")))
-  same = imagenet.create(config(train_dir=str(tmp_path)))
+    create_source(config(train_dir=str(tmp_path), eval_dir=str(tmp_path / "other")))
+  same = create_source(config(train_dir=str(tmp_path)))
   assert same.eval_reader is same.train_reader and same.num_classes == 2
 
 
@@ -330,7 +330,7 @@ def _val_labels():
 def test_tfds_imagenet2012(tmp_path, monkeypatch, file_format, kind):
   data_dir = str(tmp_path / "tfds")
   build_fake_imagenet2012(data_dir, file_format, monkeypatch)
-  source = imagenet.create(config(name="imagenet_tfds", tfds_data_dir=data_dir,
+  source = create_source(config(name="imagenet_tfds", tfds_data_dir=data_dir,
                                   shuffle_buffer=4))
   assert type(source) is kind
   assert (source.num_classes, source.num_train_examples, source.num_eval_examples) == (

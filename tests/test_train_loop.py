@@ -129,3 +129,28 @@ def test_population_statistics_replace_moving_averages(mnist):
   expected_var = (h.var(1) * 60 / 59).mean(0)
   np.testing.assert_allclose(new.batch_stats["bn0"]["mean"], expected_mean, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(new.batch_stats["bn0"]["var"], expected_var, rtol=1e-4)
+
+
+def test_a_path_that_cannot_be_a_workdir_is_refused_before_loading(tmp_path):
+  from bn_inception import checkpoint as ckpt_lib
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(ckpt_lib.WorkdirConfigError, match="is a file, not a folder"):
+    ckpt_lib.check_workdir(str(tmp_path / "file"))
+  with pytest.raises(ckpt_lib.WorkdirConfigError, match=r"cannot be created: .*file is a file"):
+    ckpt_lib.check_workdir(str(tmp_path / "file" / "run"))
+  ckpt_lib.check_workdir(str(tmp_path / "new" / "run"))  # creatable: fine, nothing made
+  assert not (tmp_path / "new").exists()
+
+
+def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, capsys):
+  from bn_inception import checkpoint as ckpt_lib
+  config = mnist_fig1.get_config()
+  ckpt_lib.check_or_save_config(str(tmp_path), config)  # then the launch failed
+  config.train.batch_size = 30
+  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  assert "saved no checkpoint; replacing it" in capsys.readouterr().out
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 30
+  (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # now a run exists
+  config.train.batch_size = 60
+  with pytest.raises(ckpt_lib.WorkdirConfigError, match="train.batch_size: 30 in the workdir"):
+    ckpt_lib.check_or_save_config(str(tmp_path), config)

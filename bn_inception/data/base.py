@@ -102,6 +102,11 @@ class DataSource:
     source does there (see data/device_augment.py), then `normalize`."""
     return self.normalize(batch["image"])
 
+  def full_size_images(self, split: str):
+    """The images of `split` ('eval' | 'train') before any crop, as a
+    `multicrop.ImageSet` for multi-crop evaluation; None where there are none."""
+    return None
+
 
 class InMemorySource(DataSource):
   """A source whose examples are numpy arrays in host memory (MNIST)."""
@@ -129,6 +134,12 @@ class InMemorySource(DataSource):
   def eval_batches(self, global_batch, process_index=0, process_count=1):
     yield from padded_batches(self.eval_images, self.eval_labels, global_batch,
                               process_index, process_count)
+
+  def full_size_images(self, split):
+    from bn_inception.data.multicrop import ArrayImageSet
+    if split == "eval":
+      return ArrayImageSet(self.eval_images, self.eval_labels, "in-memory eval split")
+    return ArrayImageSet(self.train_images, self.train_labels, "in-memory train split")
 
 
 def padded_batches(images, labels, global_batch, process_index=0, process_count=1):

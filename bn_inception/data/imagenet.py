@@ -357,6 +357,11 @@ class RandomAccessImageSource(_ImageNetSource):
     self.num_train_examples = len(train)
     self.num_eval_examples = len(eval_)
 
+  def full_size_images(self, split):
+    from bn_inception.data.multicrop import EncodedImageSet
+    reader = self.eval_reader if split == "eval" else self.train_reader
+    return EncodedImageSet(reader, reader.where)
+
   @property
   def num_skipped_images(self) -> int:
     """Undecodable images met so far (replaced in training, masked in evaluation)."""
@@ -476,6 +481,12 @@ class TfdsStreamingSource(_ImageNetSource):
     self.num_train_examples = self.train_info.num_examples
     self.num_eval_examples = self.eval_info.num_examples
 
+  def full_size_images(self, split):
+    from bn_inception.data.multicrop import TfRecordImageSet
+    info = self.eval_info if split == "eval" else self.train_info
+    return TfRecordImageSet([str(p) for p in info.filepaths], info.num_examples,
+                            f"{self.config.tfds_name}/{info.name}")
+
   @property
   def num_skipped_images(self) -> int:
     return 0  # dropped by ignore_errors, not counted on this path
@@ -592,7 +603,9 @@ def _tfds_prepare_help(data_dir: str, name: str) -> str:
           f"config.data.tfds_data_dir to where it is prepared.")
 
 
-def _create_folder(config) -> RandomAccessImageSource:
+def create_folder(config) -> RandomAccessImageSource:
+  """`imagenet_folder`: <train_dir>/<synset>/<image> (see imagenet_data_config)."""
+  _validate(config)  # before listing a million files
   paths, owners, classes = list_image_folder(config.train_dir, "train_dir")
   label_of = {c: k for k, c in enumerate(classes)}
   labels = np.asarray([label_of[o] for o in owners], np.int32)
@@ -620,7 +633,9 @@ def _create_folder(config) -> RandomAccessImageSource:
   return RandomAccessImageSource(train, eval_, len(classes), config)
 
 
-def _create_tfds(config) -> DataSource:
+def create_tfds(config) -> DataSource:
+  """`imagenet_tfds`: a prepared TFDS dataset (see imagenet_data_config)."""
+  _validate(config)
   data_dir = config.tfds_data_dir
   if not data_dir or not os.path.isdir(data_dir):
     raise DataError(f"TFDS data dir {os.path.abspath(data_dir or '.')!s} "
@@ -652,14 +667,3 @@ def _create_tfds(config) -> DataSource:
   logging.info("TFDS %s is prepared as %s: streaming it (resume skips within an epoch); "
                "prepare it as array_record for random access.", config.tfds_name, fmt)
   return TfdsStreamingSource(builder, config, num_classes)
-
-
-def create(config) -> DataSource:
-  """`config.data` (see imagenet_data_config) -> the source its `name` asks for."""
-  _validate(config)  # before listing a million files
-  if config.name == "imagenet_folder":
-    return _create_folder(config)
-  if config.name == "imagenet_tfds":
-    return _create_tfds(config)
-  raise ValueError(f"imagenet.create cannot make config.data.name={config.name!r}; "
-                   f"known: imagenet_folder, imagenet_tfds.")

@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bn_inception.data.base import DataError, DataSource, InMemorySource
+from bn_inception.data.base import DataError, DataSource
 
 CROP_SCHEMES = (1, 10, 144)
 PLAN_COLUMNS = ("resized_h", "resized_w", "y", "x", "h", "w", "flip")
@@ -232,21 +232,11 @@ def image_set(source: DataSource, split: str = "eval") -> ImageSet:
   """Full-size images of `split` ('eval' or 'train') of a source from bn_inception.data."""
   if split not in ("eval", "train"):
     raise ValueError(f"split={split!r}: use 'eval' (the source's evaluation split) or 'train'.")
-  if isinstance(source, InMemorySource):
-    if split == "eval":
-      return ArrayImageSet(source.eval_images, source.eval_labels, "in-memory eval split")
-    return ArrayImageSet(source.train_images, source.train_labels, "in-memory train split")
-  from bn_inception.data import imagenet
-  if isinstance(source, imagenet.RandomAccessImageSource):
-    reader = source.eval_reader if split == "eval" else source.train_reader
-    return EncodedImageSet(reader, reader.where)
-  if isinstance(source, imagenet.TfdsStreamingSource):
-    info = source.eval_info if split == "eval" else source.train_info
-    return TfRecordImageSet([str(p) for p in info.filepaths], info.num_examples,
-                            f"{source.config.tfds_name}/{info.name}")
-  raise ValueError(f"Multi-crop evaluation cannot read full-size images from a "
-                   f"{type(source).__name__}; add an ImageSet for it in "
-                   f"bn_inception/data/multicrop.py.")
+  images = source.full_size_images(split)
+  if images is None:
+    raise ValueError(f"Multi-crop evaluation cannot read full-size images from a "
+                     f"{type(source).__name__}: its full_size_images() gives none.")
+  return images
 
 
 def crop_dataset(images: ImageSet, indices: np.ndarray, crops: int, image_size: int,

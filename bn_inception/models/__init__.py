@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional
 
-from bn_inception.batchnorm import BatchNorm
+from bn_inception.batchnorm import BATCH_STATS, BatchNorm
 
 
 def make_norm(bn_config, group_size: Optional[int], dtype=None) -> Optional[Callable]:
@@ -16,6 +16,27 @@ def make_norm(bn_config, group_size: Optional[int], dtype=None) -> Optional[Call
       BatchNorm, momentum=bn_config.momentum, epsilon=bn_config.epsilon,
       unbiased_variance=bn_config.unbiased_variance, group_size=group_size,
       dtype=dtype)
+
+
+def init_variables(model, image_shape, rng) -> dict:
+  """The model's initial variables ({'params', 'batch_stats'?}) for `image_shape`
+  inputs; what a model merely records (its other collections) is not a variable."""
+  import jax.numpy as jnp
+  dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = model.init({"params": rng, "dropout": rng}, dummy, train=False)
+  return {k: v for k, v in variables.items() if k in ("params", BATCH_STATS)}
+
+
+def check_fits_data(model_config, source) -> None:
+  """Refuse a model whose class count or input size differs from the data's."""
+  classes = model_config.get("num_classes", source.num_classes)
+  if classes != source.num_classes:
+    raise ValueError(f"config.model.num_classes={classes} but the dataset has "
+                     f"{source.num_classes} classes.")
+  size = model_config.get("image_size", None)
+  if size and tuple(source.image_shape[:2]) != (size, size):
+    raise ValueError(f"config.model.image_size={size} but the data yields "
+                     f"{source.image_shape[:2]} images (config.data.image_size).")
 
 
 def create_model(config, bn_group_size: Optional[int] = None):

@@ -1,0 +1,322 @@
+"""Ensembles of training workdirs (Sec. 4.2.3, Figure 4): load members, evaluate them.
+
+Each member is a training workdir (`dir` or `dir@STEP`): its config.json rebuilds
+the model and data source and its checkpoint (newest usable, or the step asked
+for) gives the variables, read through `checkpoint.Checkpointer` like every
+restore. The numeric core (crops -> probabilities -> averages -> top-k) is
+`evaluate.py`, which sees each member only as a predict_fn.
+
+Members must share the architecture (`model.name`), the class count and the
+input resolution (crops are shared); they may differ in anything else (init
+scale, dropout, per-activation BN, ... as the paper's six members do) and each
+normalises its inputs with its own data.mean/std. The examples come from the
+FIRST member's data section (after --override).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bn_inception import checkpoint as ckpt_lib
+from bn_inception import sharding
+from bn_inception.batchnorm import BATCH_STATS, population_statistics
+from bn_inception.checkpoint import CheckpointError
+from bn_inception.data import multicrop
+from bn_inception.evaluate import (Geometry, evaluate, format_table, paper_rows,
+                                   write_report)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberSpec:
+  workdir: str
+  step: Optional[int] = None   # None: the newest usable checkpoint
+
+
+@dataclasses.dataclass
+class Member:
+  """One restored network: `predict` maps global uint8 crops to softmax probabilities."""
+  name: str
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict
+  num_classes: int
+  image_shape: Tuple[int, int, int]
+  predict: Callable[[jax.Array], jax.Array]
+  source: object = None
+  population_stats_batches: int = 0
+
+
+def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> MemberSpec:
+  """'workdir' or 'workdir@STEP'; a relative workdir is taken relative to base_dir."""
+  text = text.strip()
+  head, sep, tail = text.rpartition("@")
+  if sep and tail.isdigit():
+    text, step = head, int(tail)
+  if not text:
+    raise ValueError("An ensemble member has an empty workdir.")
+  return MemberSpec(os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))), step)
+
+
+def expand_workdirs(entries: Sequence[str]) -> List[str]:
+  """Shell patterns (e.g. 'runs/ensemble/x30_*') -> the matching run folders, sorted."""
+  import glob
+  out = []
+  for entry in entries:
+    if any(ch in entry for ch in "*?["):
+      head, sep, tail = entry.rpartition("@")
+      pattern, step = (head, sep + tail) if sep and tail.isdigit() else (entry, "")
+      found = sorted(d for d in glob.glob(os.path.expanduser(pattern))
+                     if ckpt_lib.is_workdir(d))
+      if not found:
+        raise FileNotFoundError(f"--workdirs pattern {pattern!r} matches no training workdir "
+                                "(a folder with config.json).")
+      out += [d + step for d in found]
+    else:
+      out.append(entry)
+  return out
+
+
+def read_ensemble_file(path: str, step: Optional[int] = None) -> List[MemberSpec]:
+  """One member per line: `workdir` or `workdir@STEP`; `#` starts a comment; relative
+  paths are relative to the file's folder."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Ensemble file {path} does not exist.")
+  base = os.path.dirname(os.path.abspath(path))
+  specs = []
+  with open(path) as f:
+    for line in f:
+      line = line.split("#", 1)[0].strip()
+      if line:
+        specs.append(parse_member(line, base, step))
+  if not specs:
+    raise ValueError(f"Ensemble file {path} lists no workdirs (one per line).")
+  return specs
+
+
+def member_names(specs: Sequence[MemberSpec]) -> List[str]:
+  """Short unique names: the workdir's last folder (+ @step), numbered when repeated."""
+  names = [os.path.basename(s.workdir.rstrip(os.sep)) + (f"@{s.step}" if s.step is not None
+                                                         else "") for s in specs]
+  seen: Dict[str, int] = {}
+  out = []
+  for n in names:
+    seen[n] = seen.get(n, 0) + 1
+    out.append(n if names.count(n) == 1 else f"{n}#{seen[n]}")
+  return out
+
+
+def _parse_value(text: str, current):
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  if isinstance(current, str):
+    return text
+  value = ast.literal_eval(text)
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(current, (list, tuple)):
+    value = list(value)
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
+  """'data.field=value' / 'train.field=value' overrides of a member's saved config."""
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep or not key.startswith(("data.", "train.")):
+      raise ValueError(f"--override={item!r}: write data.<field>=<value> or "
+                       f"train.<field>=<value> (the model must stay as it was trained).")
+    section, field = key.split(".", 1)
+    if field not in config[section]:
+      raise ValueError(f"--override={item!r}: the member config has no {key}; "
+                       f"{section} fields: {sorted(config[section])}.")
+    try:
+      value = _parse_value(text, config[section][field])
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"--override={item!r}: cannot read the value ({e}).") from None
+    with config.unlocked():
+      config[section][field] = value
+  return config
+
+
+def probabilities(variables, images, *, apply_fn: Callable, normalize: Callable):
+  """Softmax probabilities of a batch of uint8 crops (inference-mode BN, Alg. 2)."""
+  logits = apply_fn(variables, normalize(images), train=False)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = (),
+                population_stats_batches: int = 0) -> Member:
+  """A workdir's network for inference: its config.json rebuilds the model and the
+  data source, its checkpoint (newest usable, or spec.step) gives the variables
+  (verified like every restore: checkpoint.Checkpointer), and a jitted predict_fn
+  maps global uint8 crops to probabilities. No optimizer or training step is built."""
+  from bn_inception import models
+  from bn_inception.data import create_source
+  who = f"Member {name} ({spec.workdir})"
+  config = apply_overrides(ckpt_lib.read_config(spec.workdir), overrides)
+  if not ckpt_lib.finished_steps(spec.workdir):
+    raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
+                          f"in {os.path.join(spec.workdir, ckpt_lib.CHECKPOINT_DIR)}); train "
+                          "it first or remove it from the ensemble.")
+  source = create_source(config.data)
+  try:
+    models.check_fits_data(config.model, source)
+    # Only training-mode BN (the population statistics) groups the batch.
+    group = (sharding.bn_group_size(config.bn, config.train.batch_size, mesh)
+             if population_stats_batches else None)
+  except ValueError as e:
+    hint = (" (set --override=train.batch_size=<multiple of the device count> for the "
+            "population statistics)" if population_stats_batches else "")
+    raise ValueError(f"{who}: {e}{hint}") from e
+  model = models.create_model(config, bn_group_size=group)
+  abstract = jax.eval_shape(lambda: models.init_variables(model, source.image_shape,
+                                                          jax.random.key(0)))
+  checkpointer = ckpt_lib.Checkpointer(spec.workdir)
+  try:
+    variables, step = checkpointer.restore_variables(abstract, sharding.replicated(mesh),
+                                                     spec.step)
+  except CheckpointError as e:
+    raise CheckpointError(f"Member {name}: {e}") from e
+  finally:
+    checkpointer.close()
+  used_batches = 0
+  if population_stats_batches:
+    if BATCH_STATS in variables:  # Alg. 2, step 10: exact averages over training batches
+      variables = population_statistics_of(model, variables, source, config, mesh,
+                                            population_stats_batches)
+      used_batches = population_stats_batches
+    else:
+      logging.warning("member %s has no BN layers: no population statistics to compute", name)
+  predict = jax.jit(functools.partial(probabilities, apply_fn=model.apply,
+                                      normalize=source.normalize),
+                    in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                    out_shardings=sharding.batch_sharding(mesh))
+  return Member(name=name, workdir=spec.workdir, step=step, config=config,
+                num_classes=source.num_classes, image_shape=tuple(source.image_shape),
+                predict=functools.partial(predict, variables), source=source,
+                population_stats_batches=used_batches)
+
+
+def population_statistics_of(model, variables, source, config, mesh, num_batches: int):
+  """`variables` with BN's moving averages replaced by exact averages of the batch
+  moments over the first `num_batches` training batches (Alg. 2, step 10), the
+  training inputs prepared as the training step prepares them."""
+  from bn_inception import train
+  moments = jax.jit(functools.partial(
+      train.moments_step, apply_fn=model.apply, train_inputs=source.train_inputs,
+      base_rng=train.dropout_rng(config.seed)),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
+  local = source.train_batches(0, config.train.batch_size, config.seed,
+                               jax.process_index(), jax.process_count())
+  batches = itertools.islice(sharding.device_batches(local, mesh), num_batches)
+  new, _ = population_statistics(moments, variables, batches)
+  return new
+
+
+def check_compatible(members: Sequence[Member]):
+  """Refuse an ensemble whose members cannot be averaged crop by crop."""
+  if not members:
+    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+  first = members[0]
+  for m in members[1:]:
+    checks = (("architecture (config.model.name)", m.config.model.name, first.config.model.name),
+              ("number of classes", m.num_classes, first.num_classes),
+              ("input shape (config.data.image_size, channels)", m.image_shape,
+               first.image_shape))
+    for what, theirs, ours in checks:
+      if theirs != ours:
+        raise ValueError(f"Ensemble member {m.name} ({m.workdir}) has {what} {theirs!r}, but "
+                         f"member {first.name} has {ours!r}; members must share it.")
+
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
+        output_dir: str = "", batch_size: int = 256, population_stats_batches: int = 0,
+        overrides: Sequence[str] = (), command: str = "", mesh=None,
+        paper: bool = False) -> dict:
+  """Load the members, evaluate each crop scheme, print the table, write the report."""
+  if not specs:
+    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+  for k in crops:
+    if k not in multicrop.CROP_SCHEMES:
+      raise ValueError(f"--crops={k} is not a crop scheme; known: {multicrop.CROP_SCHEMES}.")
+  if population_stats_batches < 0:
+    raise ValueError(f"--population_stats_batches={population_stats_batches} must be >= 0.")
+  if mesh is None:  # multi-host evaluation starts like training (config.distributed)
+    sharding.maybe_initialize_distributed(ckpt_lib.read_config(specs[0].workdir))
+    mesh = sharding.create_mesh()
+  if batch_size <= 0 or batch_size % mesh.size:
+    raise ValueError(f"--batch_size={batch_size} counts crops per GLOBAL batch and must be a "
+                     f"positive multiple of the {mesh.size} devices.")
+  overrides = list(overrides)
+  if split not in ("eval", "train"):  # a named TFDS split, e.g. 'validation'
+    from bn_inception.data.factory import NAMED_SPLITS
+    first = ckpt_lib.read_config(specs[0].workdir)
+    if first.data.name not in NAMED_SPLITS:
+      raise ValueError(f"--split={split!r}: use 'eval' or 'train' ({split!r} names a split "
+                       f"only for data.name in {NAMED_SPLITS}).")
+    overrides.append(f"data.eval_split={split}")
+    split = "eval"
+  names = member_names(specs)
+  architectures = [ckpt_lib.read_config(s.workdir).model.name for s in specs]
+  for name, spec, arch in zip(names, specs, architectures):
+    if arch != architectures[0]:  # before restoring anything
+      raise ValueError(f"Ensemble member {name} ({spec.workdir}) has architecture "
+                       f"(config.model.name) {arch!r}, but member {names[0]} has "
+                       f"{architectures[0]!r}; members must share it.")
+  members = []
+  for spec, name in zip(specs, names):
+    members.append(load_member(spec, name, mesh, overrides, population_stats_batches))
+    check_compatible(members)
+    print(f"loaded {name}: {spec.workdir} step {members[-1].step}", flush=True)
+  geometry = Geometry.of(members[0].config.data, members[0].image_shape)
+  images = multicrop.image_set(members[0].source, split)
+  predict_fns = {m.name: m.predict for m in members}
+  results = []
+  for k in crops:
+    result = evaluate(predict_fns, images, k, geometry, batch_size, members[0].num_classes,
+                      mesh)
+    results.append(result)
+    print(format_table(result["rows"]), flush=True)
+    for row in result["rows"]:
+      if row["nonfinite"]:
+        print(f"WARNING: {row['model']}: {row['nonfinite']:,} of {row['examples']:,} examples "
+              f"had non-finite (NaN/inf) outputs with {k} crop(s); they count as errors.",
+              flush=True)
+    print(f"{k} crop(s): {result['seconds']:.1f} s ({result['crops_per_second']:.0f} crops/s)",
+          flush=True)
+  report = {
+      "command": command, "split": split, "data": images.name,
+      "num_examples": images.num_examples, "devices": mesh.size, "batch_size": batch_size,
+      "geometry": dataclasses.asdict(geometry),
+      "members": [{"name": m.name, "workdir": os.path.abspath(m.workdir), "step": m.step,
+                   "model": m.config.model.name, "num_classes": m.num_classes,
+                   "image_size": m.image_shape[0],
+                   "population_stats_batches": m.population_stats_batches}
+                  for m in members],
+      "results": results}
+  if paper:  # the paper's Figure 4 beside ours
+    report["paper"] = paper_rows()
+  if len(results) > 1 or paper:
+    print(format_table([r for res in results for r in res["rows"]] + report.get("paper", [])),
+          flush=True)
+  if output_dir:
+    write_report(output_dir, report)
+  return report
