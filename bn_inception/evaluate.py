@@ -21,7 +21,6 @@ FIRST member's data section (after --override).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import json
@@ -37,6 +36,7 @@ import numpy as np
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
+from bn_inception import overrides as overrides_lib
 from bn_inception import sharding
 from bn_inception.batchnorm import BATCH_STATS
 from bn_inception.checkpoint import CheckpointError
@@ -137,43 +137,6 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def _parse_value(text: str, current):
-  if isinstance(current, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(current, str):
-    return text
-  value = ast.literal_eval(text)
-  if isinstance(current, float) and isinstance(value, int):
-    value = float(value)
-  if isinstance(current, (list, tuple)):
-    value = list(value)
-  return value
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
-  """'data.field=value' / 'train.field=value' overrides of a member's saved config."""
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    if not sep or not key.startswith(("data.", "train.")):
-      raise ValueError(f"--override={item!r}: write data.<field>=<value> or "
-                       f"train.<field>=<value> (the model must stay as it was trained).")
-    section, field = key.split(".", 1)
-    if field not in config[section]:
-      raise ValueError(f"--override={item!r}: the member config has no {key}; "
-                       f"{section} fields: {sorted(config[section])}.")
-    try:
-      value = _parse_value(text, config[section][field])
-    except (ValueError, SyntaxError) as e:
-      raise ValueError(f"--override={item!r}: cannot read the value ({e}).") from None
-    with config.unlocked():
-      config[section][field] = value
-  return config
-
-
 def _variables(state) -> dict:
   v = {"params": state.params}
   if state.batch_stats:
@@ -218,7 +181,8 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
                 population_stats_batches: int = 0) -> Member:
   """Rebuild a workdir's Trainer from its config.json and restore its checkpoint."""
   from bn_inception import train  # heavy; only when members are loaded
-  config = apply_overrides(load_config(spec.workdir), overrides)
+  config = overrides_lib.apply_text(load_config(spec.workdir), overrides,
+                                    sections=("data", "train"), flag="--override=")
   ckpt_dir = os.path.join(spec.workdir, "checkpoints")
   if not _checkpoint_steps(ckpt_dir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
