@@ -146,7 +146,7 @@ def current(config, field: str, text: Optional[str] = None, *,
 def _wrong_type(shown: str, field: str, node, detail: str) -> OverrideError:
   default = tuple(node) if isinstance(node, list) else node
   return OverrideError(f"{shown}: wrong type: {field} holds {_type_name(node)} "
-                       f"(now {default!r}), {detail}.")
+                       f"(default {default!r}), {detail}.")
 
 
 def parse(config, field: str, text: str, *, sections: Optional[Sequence[str]] = None,

@@ -74,14 +74,14 @@ PARSED = [
 # field, text, and a regex of the one-line refusal.
 REFUSED = [
     ("train.batch_size", "abc", r"^--config\.train\.batch_size=abc: wrong type: "
-                                r"train\.batch_size holds an int \(now 32\), and 'abc' is not one"),
+                                r"train\.batch_size holds an int \(default 32\), and 'abc' is not one"),
     ("train.batch_size", "2.5", r"holds an int .* '2\.5' is not one"),
     ("train.batch_size", "1e3", r"holds an int .* '1e3' is not one"),   # ints are not floats
     ("train.batch_size", "true", r"holds an int"),
-    ("optim.learning_rate", "fast", r"holds a float \(now 0\.1\), and 'fast' is not one"),
-    ("optim.nesterov", "yes", r"holds a bool \(now False\), and 'yes' is not one"),
+    ("optim.learning_rate", "fast", r"holds a float \(default 0\.1\), and 'fast' is not one"),
+    ("optim.nesterov", "yes", r"holds a bool \(default False\), and 'yes' is not one"),
     ("optim.nesterov", "2", r"holds a bool"),
-    ("model.hidden", "(16,abc)", r"holds a tuple of int \(now \(16, 16\)\), and its element "
+    ("model.hidden", "(16,abc)", r"holds a tuple of int \(default \(16, 16\)\), and its element "
                                  r"'\(16,abc\)' is a str"),
     ("model.hidden", "(1.5, 2)", r"its element 1\.5 is a float"),
     ("model.hidden", "(True,)", r"its element True is a bool"),
@@ -133,7 +133,7 @@ WRITTEN = [
 # field, a Python value, and a regex of the refusal.
 WRONG_VALUES = [
     ("train.batch_size", 2.5, r"^train\.batch_size=2\.5: wrong type: train\.batch_size holds an "
-                              r"int \(now 32\), not a float\.$"),
+                              r"int \(default 32\), not a float\.$"),
     ("train.batch_size", True, r"holds an int .*, not a bool"),      # bool is not an int
     ("optim.nesterov", 1, r"holds a bool .*, not an int"),
     ("optim.learning_rate", "0.1", r"holds a float .*, not a str"),
@@ -226,7 +226,7 @@ def test_command_line_checks_then_config_flags_applies():
 
 def _verdict(message: str) -> str:
   """The problem a message names, without the caller's way of writing the override."""
-  return re.search(r"wrong type: .*?\(now .*?\)|\(did you mean .*?\)[^.]*\.", message).group(0)
+  return re.search(r"wrong type: .*?\(default .*?\)|\(did you mean .*?\)[^.]*\.", message).group(0)
 
 
 @pytest.mark.parametrize("field, text", [

@@ -467,8 +467,8 @@ BAD_FLAGS = {
 }
 SLOW_BAD_FLAGS = {
     "wrong tuple element": (["--config.model.hidden_units=(16,abc)"],
-                            "wrong type: model.hidden_units holds a tuple of int (now (16, 16)), "
-                            "and its element '(16,abc)' is a str"),
+                            "wrong type: model.hidden_units holds a tuple of int (default "
+                            "(100, 100, 100)), and its element '(16,abc)' is a str"),
     "missing config file": (["--config=configs/nope.py"],
                             "config file configs/nope.py not found"),
     "positional argument": (["oops"], "unexpected arguments ['oops']"),
