@@ -222,6 +222,12 @@ def test_command_line_checks_then_config_flags_applies():
   with pytest.raises(OverrideError, match=r"unknown config field --config\.train\.batch_sise "
                                           r"\(did you mean train\.batch_size"):
     config_file_flag(["train", "--config=configs/mnist_fig1.py", "--config.train.batch_sise=3"])
+  # A DEFINE_config_dict flag (scripts/data_throughput.py's --data) is checked too.
+  fv = flags.FlagValues()
+  argv = ["prog", "--data.train.batch_size=abc"]
+  config_flags.DEFINE_config_dict("data", base(), flag_values=fv, sys_argv=argv)
+  with pytest.raises(OverrideError, match=r"^--data\.train\.batch_size=abc: wrong type"):
+    cli._check_config_flags(fv, argv)
 
 
 def _verdict(message: str) -> str:
