@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
@@ -55,79 +54,57 @@ def run_main(fn, *args, **kwargs):
 def parse_flags(argv):
   """absl flag parsing, with each bad flag reported as one line (exit status 2).
 
-  Pass as app.run(main, flags_parser=cli.parse_flags). Without it an unknown
-  --config.<field> or a config file that fails to load prints a traceback.
+  Pass as app.run(main, flags_parser=cli.parse_flags). Each config file named by a
+  config flag is loaded first (`config_files.load`: a file that fails to import is one
+  line naming its line) and every --config.<field>=<value> is checked against it
+  (`overrides.check_flags`) before config_flags applies them.
   """
   from absl import flags
+  from bn_inception import config_files, overrides
   try:
-    rest = flags.FLAGS(argv)
-    if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
-      flags.FLAGS["config"].value.keys()  # config_flags defers a load error to first use
-      _check_tuple_overrides(flags.FLAGS["config"])
-    return rest
+    _check_config_flags(flags.FLAGS, argv)
+    return flags.FLAGS(argv)
+  except (config_files.ConfigFileError, overrides.OverrideError) as e:
+    msg = str(e)
   except flags.Error as e:
-    msg = _last_line_of_trace(str(e))
-  except (AttributeError, KeyError) as e:  # ml_collections: no such field
-    msg = _unknown_field_message(argv, e)
-  except (OSError, TypeError, ValueError) as e:
-    msg = _last_line_of_trace(str(e))
-    if "Failed loading config file" in msg:
-      cause = re.search(r"\[Errno \d+\].*", msg)
-      msg = f"--config could not be loaded: {cause.group(0) if cause else msg}"
+    msg = " ".join(str(e).split())
   print(f"error: {msg}\n(--helpfull lists every flag; configs/base.py documents the "
         "config fields.)", file=sys.stderr, flush=True)
   sys.exit(2)
 
 
-def _check_tuple_overrides(config_flag):
-  """config_flags parses any tuple override element by element without checking
-  the element type (--config.model.hidden_units=abc gives ('abc',)): compare each
-  element with the config file's default."""
-  from ml_collections import config_flags
-  overrides = config_flags.get_override_values(config_flag)
-  if not any(isinstance(v, tuple) for v in overrides.values()):
-    return
-  default = config_flag.parser.parse(config_flag.config_filename)
-  for path, value in overrides.items():
-    if not isinstance(value, tuple):
+def _check_config_flags(flag_values, argv) -> None:
+  """Load the config of each config flag (a file from the command line, or a
+  DEFINE_config_dict default) and check the overrides of it that argv gives."""
+  from ml_collections.config_flags import config_flags  # is_config_flag is not re-exported
+  from bn_inception import config_files, overrides
+  argv = flag_values.read_flags_from_files(argv, force_gnu=False)
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if name != flag.name or not config_flags.is_config_flag(flag):
       continue
-    node = default
-    for part in path.split("."):
-      node = node[part]
-    kinds = {type(x) for x in node} if isinstance(node, (tuple, list)) else set()
-    if not kinds:
-      continue
-    numeric = kinds <= {int, float}
-    for x in value:
-      ok = (isinstance(x, (int, float)) and not isinstance(x, bool) and
-            (float in kinds or isinstance(x, int))) if numeric else type(x) in kinds
-      if not ok:
-        raise ValueError(f"flag --config.{path}={value!r}: element {x!r} should be "
-                         f"{' or '.join(sorted(k.__name__ for k in kinds))}, like the "
-                         f"default {tuple(node)!r}.")
+    if isinstance(flag.parser, config_flags.ConfigFileFlagParser):
+      spec = _flag_text(argv, name)
+      spec = flag.default if spec is None else spec
+      if not isinstance(spec, str):
+        continue  # absl reports a missing required flag
+      config = config_files.load_config(spec)
+    else:
+      config = flag.value
+    overrides.check_flags(config, argv[1:], name)
 
 
-def _last_line_of_trace(msg: str) -> str:
-  """config_flags pastes a whole traceback into its message: keep head and cause."""
-  if "Traceback (most recent call last)" not in msg:
-    return " ".join(line.strip() for line in msg.strip().splitlines() if line.strip())
-  lines = [line.strip() for line in msg.splitlines() if line.strip()]
-  return f"{lines[0]} {lines[-1]}"
-
-
-def _unknown_field_message(argv, e) -> str:
-  while isinstance(e, BaseException) and e.args:  # AttributeError(KeyError("'key'\nhint"))
-    e = e.args[0]
-  lines = str(e).strip("'\"").splitlines() or [""]
-  key = lines[0].strip("'\"")
-  hint = " ".join(line.strip() for line in lines[1:])
-  detail = f"{key!r}" + (f"; {hint}" if hint else "")
-  overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
-  culprit = next((o for o in overrides if o.split(".")[-1] == key),
-                 next((o for o in overrides if f".{key}" in o), None))
-  where = f" {culprit}" if culprit else ""
-  return (f"unknown config field{where} ({detail}). Only fields the config file declares "
-          "can be set; check the spelling and the section (--config.<section>.<field>).")
+def _flag_text(argv, name: str):
+  """The text of the last --<name>=<text> (or --<name> <text>) in argv, or None."""
+  text = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg == "--":
+      break
+    if arg.startswith((f"--{name}=", f"-{name}=")):
+      text = arg.split("=", 1)[1]
+    elif arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+      text = argv[i + 1]
+  return text
 
 
 def absl_main(run_fn):

@@ -15,7 +15,6 @@ FIRST member's data section (after --override).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import itertools
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import overrides as overrides_lib
 from bn_inception import sharding
 from bn_inception.batchnorm import BATCH_STATS, population_statistics
 from bn_inception.checkpoint import CheckpointError
@@ -115,43 +115,6 @@ def member_names(specs: Sequence[MemberSpec]) -> List[str]:
   return out
 
 
-def _parse_value(text: str, current):
-  if isinstance(current, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(current, str):
-    return text
-  value = ast.literal_eval(text)
-  if isinstance(current, float) and isinstance(value, int):
-    value = float(value)
-  if isinstance(current, (list, tuple)):
-    value = list(value)
-  return value
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]):
-  """'data.field=value' / 'train.field=value' overrides of a member's saved config."""
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    if not sep or not key.startswith(("data.", "train.")):
-      raise ValueError(f"--override={item!r}: write data.<field>=<value> or "
-                       f"train.<field>=<value> (the model must stay as it was trained).")
-    section, field = key.split(".", 1)
-    if field not in config[section]:
-      raise ValueError(f"--override={item!r}: the member config has no {key}; "
-                       f"{section} fields: {sorted(config[section])}.")
-    try:
-      value = _parse_value(text, config[section][field])
-    except (ValueError, SyntaxError) as e:
-      raise ValueError(f"--override={item!r}: cannot read the value ({e}).") from None
-    with config.unlocked():
-      config[section][field] = value
-  return config
-
-
 def probabilities(variables, images, *, apply_fn: Callable, normalize: Callable):
   """Softmax probabilities of a batch of uint8 crops (inference-mode BN, Alg. 2)."""
   logits = apply_fn(variables, normalize(images), train=False)
@@ -167,7 +130,8 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   from bn_inception import models
   from bn_inception.data import create_source
   who = f"Member {name} ({spec.workdir})"
-  config = apply_overrides(ckpt_lib.read_config(spec.workdir), overrides)
+  config = overrides_lib.apply_text(ckpt_lib.read_config(spec.workdir), overrides,
+                                    sections=("data", "train"), flag="--override=")
   if not ckpt_lib.finished_steps(spec.workdir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
                           f"in {os.path.join(spec.workdir, ckpt_lib.CHECKPOINT_DIR)}); train "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import signal
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -26,6 +25,7 @@ from bn_inception import faults, models, optim, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
 from bn_inception.models.mlp import PROBES
+from bn_inception.signals import StopSignals
 
 PERCENTILES = (15, 50, 85)  # Figure 1(b, c)
 
@@ -207,29 +207,6 @@ def _to_host(arrays):
   return np.concatenate([np.asarray(a) for a in arrays])
 
 
-class _StopSignal:
-  """SIGTERM/SIGINT -> finish the current step, checkpoint, exit cleanly."""
-
-  def __init__(self):
-    self.received: Optional[int] = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread: leave signals alone
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    self.received = signum
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
 def _check_finite(state: TrainState, policy: str):
   bad = int(state.nonfinite_steps)
   if bad and policy == "stop":
@@ -306,7 +283,7 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
   train_metrics = None
   batches = trainer.train_batches(start)
   after_step = faults.step_hook()
-  with _StopSignal() as stop:
+  with StopSignals() as stop:
     for step in range(start + 1, tc.num_steps + 1):
       state, m = trainer.train_step(state, next(batches))
       if after_step:

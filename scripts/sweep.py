@@ -36,9 +36,9 @@ flags.mark_flags_as_required(["sweep", "workdir"])
 
 
 def run():
-  from bn_inception import sweep
-  outcomes = sweep.run_sweep(_SWEEP.value, _WORKDIR.value, only=_ONLY.value,
-                             print_commands=_PRINT.value, inprocess=_INPROCESS.value)
+  from bn_inception import sweep_runner
+  outcomes = sweep_runner.run_sweep(_SWEEP.value, _WORKDIR.value, only=_ONLY.value,
+                                    print_commands=_PRINT.value, inprocess=_INPROCESS.value)
   if any(o.status == "failed" for o in outcomes):
     sys.exit(1)
 

@@ -11,7 +11,7 @@ import pytest
 from flax import traverse_util
 
 from bn_inception import models
-from bn_inception.sweep import load_sweep, resolve
+from bn_inception.sweep_runner import load_sweep, resolve
 from configs import bn_x30
 from configs.sweeps import paper_ensemble
 

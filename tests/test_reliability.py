@@ -463,13 +463,14 @@ BAD_FLAGS = {
     "unknown field": (["--config.train.batch_sise=3"],
                       "unknown config field --config.train.batch_sise"),
     "wrong type": (["--config.train.batch_size=abc"],
-                   "flag --config.train.batch_size=abc: invalid literal for int()"),
+                   "--config.train.batch_size=abc: wrong type: train.batch_size holds an int"),
 }
 SLOW_BAD_FLAGS = {
     "wrong tuple element": (["--config.model.hidden_units=(16,abc)"],
-                            "element '(16,abc)' should be int, like the default"),
+                            "wrong type: model.hidden_units holds a tuple of int (default "
+                            "(100, 100, 100)), and its element '(16,abc)' is a str"),
     "missing config file": (["--config=configs/nope.py"],
-                            "--config could not be loaded: [Errno 2] No such file"),
+                            "config file configs/nope.py not found"),
     "positional argument": (["oops"], "unexpected arguments ['oops']"),
 }
 

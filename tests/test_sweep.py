@@ -10,7 +10,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from bn_inception import report, sweep, train
+from bn_inception import checkpoint as ckpt_lib
+from bn_inception import report, sweep_runner, train
 from bn_inception.sweep import Member, SweepError, members, product, variants
 from configs import mnist_fig1
 
@@ -57,20 +58,20 @@ def get_sweep(steps):
                   overrides={"model.hidden_units": [8, 8], "train.num_steps": int(steps),
                              "bn.enabled": False, "data.mean": (0.5,), "optim.schedule": "cosine"})]
 """)
-  got = sweep.load_sweep(spec + ":30")
+  got = sweep_runner.load_sweep(spec + ":30")
   assert [m.name for m in got] == ["base", "g-lr0.25", "g-lr2"]
-  resolved = sweep.resolve(got[2])
+  resolved = sweep_runner.resolve(got[2])
   c = resolved.config
   assert c.optim.learning_rate == 2.0 and isinstance(c.optim.learning_rate, float)
   assert c.model.hidden_units == (8, 8) and c.train.num_steps == 30
   assert c.bn.enabled is False and c.data.mean == (0.5,) and c.optim.schedule == "cosine"
   untouched = mnist_fig1.get_config("bn")
   assert c.optim.momentum == untouched.optim.momentum and c.seed == untouched.seed
-  assert sweep.resolve(got[0]).config.to_dict() == mnist_fig1.get_config("no_bn").to_dict()
+  assert sweep_runner.resolve(got[0]).config.to_dict() == mnist_fig1.get_config("no_bn").to_dict()
 
   # The printed launch line, parsed exactly as scripts/train.py parses it, gives the same config.
   out = io.StringIO()
-  sweep.run_sweep(spec + ":30", str(tmp_path / "runs"), print_commands=True, out=out)
+  sweep_runner.run_sweep(spec + ":30", str(tmp_path / "runs"), print_commands=True, out=out)
   lines = out.getvalue().strip().splitlines()
   assert len(lines) == 3 and not (tmp_path / "runs").exists()
   argv = shlex.split(lines[2])
@@ -79,7 +80,7 @@ def get_sweep(steps):
   assert "--config.model.hidden_units=(8, 8)" in argv
   fv = flags.FlagValues()
   config_args = [a for a in argv[2:] if not a.startswith("--workdir")]
-  config_args = [a.replace("configs/", os.path.join(sweep.REPO_ROOT, "configs/"), 1)
+  config_args = [a.replace("configs/", os.path.join(sweep_runner.REPO_ROOT, "configs/"), 1)
                  if a.startswith("--config=") else a for a in config_args]
   config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
                                   sys_argv=["train"] + config_args)
@@ -87,14 +88,14 @@ def get_sweep(steps):
   assert fv.config.to_dict() == c.to_dict()
 
   # --only takes names and shell patterns; a pattern matching nothing is an error.
-  assert [m.name for m in sweep.select(got, ["g-*"])] == ["g-lr0.25", "g-lr2"]
+  assert [m.name for m in sweep_runner.select(got, ["g-*"])] == ["g-lr0.25", "g-lr2"]
   with pytest.raises(SweepError, match="nope matches no member"):
-    sweep.select(got, ["nope"])
+    sweep_runner.select(got, ["nope"])
 
 
 @pytest.mark.parametrize("override, message", [
     ("{'optim.learnin_rate': 0.1}",
-     r"'bad-lr2'.*unknown field optim\.learnin_rate.*did you mean optim\.learning_rate"),
+     r"'bad-lr2'.*unknown config field optim\.learnin_rate.*did you mean optim\.learning_rate"),
     ("{'train.num_steps': 2.5}", r"'bad-lr2'.*train\.num_steps holds an int"),
     ("{'model.hidden_units': ('a',)}", r"'bad-lr2'.*model\.hidden_units holds a tuple of int"),
     ("{'optim': 1}", r"'bad-lr2'.*optim is a whole section"),
@@ -107,40 +108,40 @@ def get_sweep():
 """)
   workdir = tmp_path / "runs"
   with pytest.raises(SweepError, match=message) as e:
-    sweep.run_sweep(spec, str(workdir), inprocess=True)
+    sweep_runner.run_sweep(spec, str(workdir), inprocess=True)
   assert "Nothing was run" in str(e.value)
   assert not workdir.exists()  # not even the good member (listed first) was started
 
 
 def test_bad_sweep_files(tmp_path):
   with pytest.raises(SweepError, match="two members named 'a'"):
-    sweep.load_sweep(write_sweep(tmp_path, "def get_sweep():\n  return [Member('a', "
+    sweep_runner.load_sweep(write_sweep(tmp_path, "def get_sweep():\n  return [Member('a', "
                                  "'configs/mnist_fig1.py'), Member('a', 'configs/mnist_fig1.py')]"))
   with pytest.raises(SweepError, match="not usable as a directory name"):
-    sweep.load_sweep(write_sweep(tmp_path, "def get_sweep():\n  return [Member('a/b', "
+    sweep_runner.load_sweep(write_sweep(tmp_path, "def get_sweep():\n  return [Member('a/b', "
                                  "'configs/mnist_fig1.py')]"))
   with pytest.raises(SweepError, match="config file configs/nope.py not found"):
-    sweep.resolve(Member("m", "configs/nope.py"))
+    sweep_runner.resolve(Member("m", "configs/nope.py"))
   with pytest.raises(SweepError, match="'m': base config configs/mnist_fig1.py:typo could not"):
-    sweep.resolve(Member("m", "configs/mnist_fig1.py:typo"))
+    sweep_runner.resolve(Member("m", "configs/mnist_fig1.py:typo"))
   # A ConfigDict base runs in-process only: it has no command line to print.
   c = mnist_fig1.get_config()
-  r = sweep.resolve(Member("cd", c, {"optim.learning_rate": 0.25}))
+  r = sweep_runner.resolve(Member("cd", c, {"optim.learning_rate": 0.25}))
   assert r.config.optim.learning_rate == 0.25 and c.optim.learning_rate == 0.5
   with pytest.raises(SweepError, match="'cd' has a ConfigDict base config"):
-    sweep.command(r, "runs")
+    sweep_runner.command(r, "runs")
 
 
 def test_shipped_sweep_files_load():
   """The shipped sweeps expand as documented (resolving the paper configs is not needed)."""
-  fig1 = sweep.load_sweep("configs/sweeps/mnist_fig1.py:100")
+  fig1 = sweep_runner.load_sweep("configs/sweeps/mnist_fig1.py:100")
   assert [(m.name, m.config, dict(m.overrides)) for m in fig1] == [
       ("bn", "configs/mnist_fig1.py:bn", {"train.num_steps": 100}),
       ("no_bn", "configs/mnist_fig1.py:no_bn", {"train.num_steps": 100})]
   runs = ["inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid"]
-  paper = sweep.load_sweep("configs/sweeps/lr_acceleration.py:cpu")
+  paper = sweep_runner.load_sweep("configs/sweeps/lr_acceleration.py:cpu")
   assert [(m.name, m.config) for m in paper] == [(r, f"configs/{r}.py:cpu") for r in runs]
-  twin = sweep.load_sweep("configs/sweeps/lr_acceleration_cpu.py")
+  twin = sweep_runner.load_sweep("configs/sweeps/lr_acceleration_cpu.py")
   assert [(m.name, m.config) for m in twin] == [
       (r, f"configs/mnist_lr_acceleration.py:{r}") for r in runs]
 
@@ -160,15 +161,15 @@ def get_sweep():
 def test_skips_finished_and_resumes_interrupted(tmp_path):
   spec, workdir = tiny_sweep(tmp_path), tmp_path / "runs"
   # Member a is interrupted at step 10 (as a preempted run leaves it).
-  a = sweep.resolve(sweep.load_sweep(spec)[0]).config
+  a = sweep_runner.resolve(sweep_runner.load_sweep(spec)[0]).config
   a.unlock()
   a.train.num_steps = 10  # a field a resumed run may change
   train.train_and_evaluate(a, str(workdir / "a"))
-  assert sweep.member_status(str(workdir / "a"), 20) == ("interrupted", 10)
-  assert sweep.member_status(str(workdir / "b"), 20) == ("new", 0)
+  assert sweep_runner.member_status(str(workdir / "a"), 20) == ("interrupted", 10)
+  assert sweep_runner.member_status(str(workdir / "b"), 20) == ("new", 0)
 
   out = io.StringIO()
-  outcomes = sweep.run_sweep(spec, str(workdir), inprocess=True, out=out)
+  outcomes = sweep_runner.run_sweep(spec, str(workdir), inprocess=True, out=out)
   assert [(o.name, o.status, o.step) for o in outcomes] == [("a", "finished", 20),
                                                             ("b", "finished", 20)]
   assert "a: resuming from step 10 of 20" in out.getvalue()
@@ -177,14 +178,14 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
   assert [s for s, _ in rows] == [0, 10, 20]  # resumed: step 0 was not trained again
   lines = (workdir / "a" / "metrics.jsonl").read_text().splitlines()
   assert sum(json.loads(l)["step"] == 0 for l in lines) == 1
-  assert sweep.checkpoint_steps(str(workdir / "a")) == [10, 20]
+  assert ckpt_lib.finished_steps(str(workdir / "a")) == [10, 20]
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert [m["name"] for m in manifest["members"]] == ["a", "b"]
 
   # Everything finished: a rerun trains nothing and writes nothing to the runs.
   before = {p: (workdir / p / "metrics.jsonl").read_text() for p in "ab"}
   out = io.StringIO()
-  outcomes = sweep.run_sweep(spec, str(workdir), inprocess=True, out=out)
+  outcomes = sweep_runner.run_sweep(spec, str(workdir), inprocess=True, out=out)
   assert [(o.name, o.status) for o in outcomes] == [("a", "skipped"), ("b", "skipped")]
   assert "a: finished (checkpoint at step 20); skipped." in out.getvalue()
   assert before == {p: (workdir / p / "metrics.jsonl").read_text() for p in "ab"}
@@ -195,8 +196,8 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
 def get_sweep():
   return [Member("a", "configs/mnist_fig1.py:bn", {{**{TINY!r}, "optim.learning_rate": 0.1}})]
 """, name="edited.py")
-  with pytest.raises(SweepError, match=r"a: optim.learning_rate: 0.5 there, 0.1 now"):
-    sweep.run_sweep(edited, str(workdir), inprocess=True, out=io.StringIO())
+  with pytest.raises(SweepError, match=r"a: optim.learning_rate: 0.5 in the workdir, 0.1 now"):
+    sweep_runner.run_sweep(edited, str(workdir), inprocess=True, out=io.StringIO())
 
 
 def test_subprocess_member_runs_the_printed_command(tmp_path):
@@ -206,7 +207,7 @@ def get_sweep():
 """)
   workdir = tmp_path / "runs"
   out = io.StringIO()
-  outcomes = sweep.run_sweep(spec, str(workdir), out=out)
+  outcomes = sweep_runner.run_sweep(spec, str(workdir), out=out)
   assert [(o.name, o.status, o.step) for o in outcomes] == [("a", "finished", 10)]
   log = (workdir / "a" / "sweep.log").read_text()
   assert "scripts/train.py --config=configs/mnist_fig1.py:no_bn" in log

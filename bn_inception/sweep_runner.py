@@ -1,0 +1,371 @@
+"""The sweep runner: load a sweep file, check every member, then print or run them.
+
+  outcomes = run_sweep("configs/sweeps/lr_acceleration_cpu.py", "runs/lr_cpu")
+
+Overrides are taken exactly as `scripts/train.py --config=<file> --config.<field>=<value>`
+takes them (bn_inception/overrides.py): each value is written as its command-line text
+and read back by the same parser the command line's values are checked with. So the
+launch lines of `--print_commands` and the runs of the sweep are the same runs, and a
+value the command line cannot express (or an unknown field, or a wrong type) is refused
+-- for every member, before anything runs. Members run one after another, each as its
+own scripts/train.py process (or in this process), in <workdir>/<name>; finished ones
+are skipped, interrupted ones resume; SIGTERM/SIGINT stops the running member at a
+checkpoint and starts no other. The vocabulary sweep files use is bn_inception/sweep.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import ml_collections
+
+from bn_inception import config_files, overrides
+from bn_inception.signals import StopSignals
+from bn_inception.sweep import Member, SweepError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_SCRIPT = "scripts/train.py"
+MANIFEST = "sweep.json"
+LOG_FILE = "sweep.log"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+
+
+# ---------------------------------------------------------------------------- sweep files
+
+
+def _flatten(items) -> List[Any]:
+  out = []
+  for item in items:
+    if isinstance(item, (list, tuple)):
+      out.extend(_flatten(item))
+    else:
+      out.append(item)
+  return out
+
+
+def resolve_path(path: str) -> Optional[str]:
+  """A path as written in a sweep file: absolute, repo-relative, or relative to the cwd."""
+  if os.path.isabs(path):
+    return path if os.path.exists(path) else None
+  for root in (REPO_ROOT, os.getcwd()):
+    candidate = os.path.join(root, path)
+    if os.path.exists(candidate):
+      return os.path.abspath(candidate)
+  return None
+
+
+def _ensure_repo_on_path():
+  if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+
+def load_sweep(spec: str) -> List[Member]:
+  """The members of sweep file `spec` ('file.py' or 'file.py:arg'), checked for names."""
+  path, _ = config_files.split_spec(spec)
+  full = resolve_path(path)
+  if full is None:
+    raise SweepError(f"Sweep file {path} not found (looked in {REPO_ROOT} and {os.getcwd()}).")
+  _ensure_repo_on_path()
+  try:
+    result = config_files.load(spec, "get_sweep", full_path=full, shown=path)
+  except config_files.ConfigFileError as e:
+    raise SweepError(str(e)) from e
+  found = _flatten(result if isinstance(result, (list, tuple)) else [result])
+  bad = [m for m in found if not isinstance(m, Member)]
+  if bad:
+    raise SweepError(f"Sweep file {path}: get_sweep() must return Members (see "
+                     f"bn_inception/sweep.py), got {type(bad[0]).__name__}: {bad[0]!r:.200}.")
+  if not found:
+    raise SweepError(f"Sweep file {spec}: get_sweep() returned no members.")
+  seen = set()
+  for m in found:
+    if not _NAME_OK.match(m.name):
+      raise SweepError(f"Sweep member name {m.name!r} is not usable as a directory name: use "
+                       "letters, digits and . _ + = - (give product(..., label=...) a "
+                       "plain label).")
+    if m.name in seen:
+      raise SweepError(f"Sweep {spec} has two members named {m.name!r}.")
+    seen.add(m.name)
+  return found
+
+
+def select(members_: Sequence[Member], only: Optional[Sequence[str]]) -> List[Member]:
+  """Members whose name matches one of `only` (names or shell patterns); all when empty."""
+  if not only:
+    return list(members_)
+  names = [m.name for m in members_]
+  unmatched = [p for p in only if not fnmatch.filter(names, p)]
+  if unmatched:
+    raise SweepError(f"--only {', '.join(unmatched)} matches no member; members: "
+                     f"{', '.join(names)}.")
+  return [m for m in members_ if any(fnmatch.fnmatchcase(m.name, p) for p in only)]
+
+
+# ------------------------------------------------------------------------ members
+
+
+@dataclasses.dataclass
+class ResolvedMember:
+  """A member ready to run: its final config and the command line that builds it."""
+  name: str
+  config: Any                  # the ConfigDict the run uses
+  config_arg: Optional[str]    # --config value (repo-relative path[:arg]); None for ConfigDicts
+  load_arg: Optional[str]      # absolute path[:arg] used to load it here
+  override_args: List[str]     # ["--config.<field>=<value>", ...]
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.config.train.num_steps)
+
+
+def _display_path(full: str) -> str:
+  rel = os.path.relpath(full, REPO_ROOT)
+  return full if rel.startswith("..") else rel
+
+
+def resolve(member: Member) -> ResolvedMember:
+  """Load a member's base config and apply its overrides as the command line would.
+
+  Raises SweepError naming the member and the field for an unknown field, a wrong
+  type, or a value the command line cannot express.
+  """
+  _ensure_repo_on_path()
+  who = f"Sweep member {member.name!r}"
+  if isinstance(member.config, str):
+    path, arg = config_files.split_spec(member.config)
+    full = resolve_path(path)
+    if full is None:
+      raise SweepError(f"{who}: config file {path} not found (looked in {REPO_ROOT} and "
+                       f"{os.getcwd()}).")
+    suffix = "" if arg is None else f":{arg}"
+    load_arg, config_arg = full + suffix, _display_path(full) + suffix
+    try:
+      base = config_files.load_config(member.config, full_path=full, shown=path)
+    except config_files.ConfigFileError as e:
+      raise SweepError(f"{who}: base config {member.config} could not be loaded: {e}") from e
+  elif isinstance(member.config, ml_collections.ConfigDict):
+    load_arg = config_arg = None
+    base = copy.deepcopy(member.config)
+    base.lock()
+  else:
+    raise SweepError(f"{who}: config must be a 'configs/<file>.py[:arg]' path or a "
+                     f"ConfigDict, not {type(member.config).__name__}.")
+  try:
+    texts = {field: overrides.check(base, field, value)
+             for field, value in member.overrides.items()}
+    config = overrides.apply_text(copy.deepcopy(base), [f"{f}={t}" for f, t in texts.items()])
+  except overrides.OverrideError as e:
+    raise SweepError(f"{who}: {e} Nothing was run.") from e
+  args = [f"--config.{field}={text}" for field, text in texts.items()]
+  return ResolvedMember(member.name, config, config_arg, load_arg, args)
+
+
+def _one_line(e: BaseException) -> str:
+  lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+  if not lines:
+    return ""
+  return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+# --------------------------------------------------------------------------- workdirs
+
+
+def member_workdir(workdir: str, name: str) -> str:
+  return os.path.join(workdir, name)
+
+
+def member_status(run_dir: str, num_steps: int) -> Tuple[str, int]:
+  """('finished', num_steps) | ('interrupted', last checkpoint step) | ('new', 0)."""
+  from bn_inception import checkpoint as ckpt_lib
+  steps = ckpt_lib.finished_steps(run_dir)
+  if num_steps in steps:
+    return "finished", num_steps
+  if steps:
+    return "interrupted", max(steps)
+  return "new", 0
+
+
+def check_workdirs(workdir: str, resolved: Sequence[ResolvedMember]) -> None:
+  """Refuse, before anything runs, member directories that hold a different run: the
+  training loop's own rule (checkpoint.check_or_save_config), checked for every member."""
+  from bn_inception import checkpoint as ckpt_lib
+  problems = []
+  for r in resolved:
+    try:
+      ckpt_lib.check_or_save_config(member_workdir(workdir, r.name), r.config, save=False)
+    except ckpt_lib.WorkdirConfigError as e:
+      diffs = [line.strip() for line in str(e).splitlines()[1:-1]]
+      problems.append(f"  {r.name}: " + "; ".join(diffs[:4]) +
+                      (f"; ... ({len(diffs)} fields)" if len(diffs) > 4 else ""))
+  if problems:
+    raise SweepError(f"Member directories in {workdir} hold runs with other settings:\n" +
+                     "\n".join(problems) + "\nUse a new --workdir, or restore the sweep file's "
+                     "settings to resume them. Nothing was run.")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def command(r: ResolvedMember, workdir: str, python: str = "python") -> List[str]:
+  """argv of the scripts/train.py run of member `r` in <workdir>/<name> (from the repo root)."""
+  if r.config_arg is None:
+    raise SweepError(f"Sweep member {r.name!r} has a ConfigDict base config, which has no "
+                     "command line; give it a 'configs/<file>.py[:arg]' path to print or "
+                     "launch it as a command.")
+  return [python, TRAIN_SCRIPT, f"--config={r.config_arg}",
+          f"--workdir={member_workdir(workdir, r.name)}", *r.override_args]
+
+
+def shell_line(argv: Sequence[str]) -> str:
+  return " ".join(shlex.quote(a) for a in argv)
+
+
+def _workdir_for_children(workdir: str) -> str:
+  """Children run from the repo root: make a local relative workdir absolute."""
+  if "://" in workdir or os.path.isabs(workdir):
+    return workdir
+  return os.path.abspath(workdir)
+
+
+def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember]) -> str:
+  """<workdir>/sweep.json: the sweep's members in order, their configs and commands."""
+  from etils import epath
+  path = epath.Path(workdir) / MANIFEST
+  path.parent.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for r in resolved:
+    rows.append({"name": r.name, "config": r.config_arg,
+                 "overrides": r.override_args, "num_steps": r.num_steps,
+                 "command": shell_line(command(r, workdir)) if r.config_arg else None})
+  path.write_text(json.dumps({"sweep": spec, "members": rows}, indent=2) + "\n")
+  return str(path)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out) -> Tuple[int, str]:
+  """Run argv from the repo root, its output to `out` and appended to log_path."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  last_error = ""
+  os.makedirs(os.path.dirname(log_path), exist_ok=True)
+  with open(log_path, "a") as log:
+    log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_line(argv)}\n")
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    interrupt.child = proc
+    try:
+      for line in proc.stdout:
+        log.write(line)
+        out.write(line)
+        if line.startswith("error:"):
+          last_error = line[len("error:"):].strip()
+      rc = proc.wait()
+    finally:
+      interrupt.child = None
+  return rc, last_error
+
+
+def _run_inprocess(config, run_dir: str) -> Tuple[int, str]:
+  from bn_inception import cli, train
+  try:
+    result = train.train_and_evaluate(config, run_dir)
+  except cli.USER_ERRORS + (train.NonFiniteError,) as e:
+    return 2, _one_line(e)
+  return (0, "") if "preempted_at_step" not in result else (0, "preempted")
+
+
+@dataclasses.dataclass
+class Outcome:
+  name: str
+  status: str        # finished | skipped | failed | stopped | not started
+  step: int
+  seconds: float = 0.0
+  error: str = ""
+
+
+def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
+              print_commands: bool = False, inprocess: bool = False, python: str = "python",
+              out=None) -> List[Outcome]:
+  """Validate every member, then print their commands or run them one after another.
+
+  Finished members (a checkpoint at train.num_steps) are skipped; interrupted ones
+  resume from their newest checkpoint (the loop's own resume). A member that fails
+  (e.g. diverges) is reported and the sweep goes on; SIGTERM/SIGINT stops the running
+  member at a checkpoint and starts no other.
+  """
+  out = out or sys.stdout
+  all_members = load_sweep(spec)
+  chosen = {m.name for m in select(all_members, only)}
+  all_resolved = [resolve(m) for m in all_members]   # every member checked first
+  resolved = [r for r in all_resolved if r.name in chosen]
+  if print_commands:
+    lines = [shell_line(command(r, workdir, python)) for r in resolved]
+    for line in lines:
+      print(line, file=out)
+    return []
+  check_workdirs(workdir, resolved)
+  if not inprocess:
+    for r in resolved:
+      command(r, workdir)  # ConfigDict members cannot run as a command: say so now
+  write_manifest(workdir, spec, all_resolved)
+
+  outcomes: List[Outcome] = []
+  child_workdir = _workdir_for_children(workdir)
+  with StopSignals() as interrupt:
+    for r in resolved:
+      run_dir = member_workdir(workdir, r.name)
+      if interrupt.received:
+        outcomes.append(Outcome(r.name, "not started", member_status(run_dir, r.num_steps)[1]))
+        continue
+      status, step = member_status(run_dir, r.num_steps)
+      if status == "finished":
+        print(f"[sweep] {r.name}: finished (checkpoint at step {step}); skipped.",
+              file=out, flush=True)
+        outcomes.append(Outcome(r.name, "skipped", step))
+        continue
+      what = "starting" if status == "new" else f"resuming from step {step}"
+      print(f"[sweep] {r.name}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
+      start = time.time()
+      if inprocess:
+        rc, error = _run_inprocess(r.config, run_dir)
+      else:
+        argv = command(r, child_workdir, python=sys.executable)
+        rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
+                                    interrupt, out)
+      seconds = time.time() - start
+      status, step = member_status(run_dir, r.num_steps)
+      if status == "finished":
+        outcome = Outcome(r.name, "finished", step, seconds)
+      elif rc == 0:  # stopped by a signal, to it or to the sweep, at a checkpoint
+        outcome = Outcome(r.name, "stopped", step, seconds)
+        interrupt.received = interrupt.received or signal.SIGTERM
+      else:
+        outcome = Outcome(r.name, "failed", step, seconds,
+                          error or f"exit status {rc}; see {run_dir}/{LOG_FILE}")
+      print(f"[sweep] {r.name}: {outcome.status} at step {outcome.step} "
+            f"({seconds:.0f} s){': ' + outcome.error if outcome.error else ''}",
+            file=out, flush=True)
+      outcomes.append(outcome)
+  print(summary(outcomes), file=out, flush=True)
+  return outcomes
+
+
+def summary(outcomes: Sequence[Outcome]) -> str:
+  lines = ["[sweep] summary:"]
+  for o in outcomes:
+    lines.append(f"  {o.name:<28} {o.status:<11} step {o.step:>9}"
+                 + (f"  {o.seconds:7.0f} s" if o.seconds else "")
+                 + (f"  {o.error}" if o.error else ""))
+  return "\n".join(lines)
