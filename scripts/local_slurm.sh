@@ -22,6 +22,7 @@ SYSTEM_CONF=/etc/slurm/slurm.conf
 MYSQL_SOCKET=/run/mysqld/mysqld.sock
 CLUSTER=bn_inception
 PARTITION=debug
+CONF_CHANGED=0
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server)
 export SLURM_CONF="$CONF"
 
@@ -88,6 +89,7 @@ write_configs() {
   mem=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
   [[ -n "$cpus" && -n "$mem" ]] || die "could not read the node's CPUs/memory from 'slurmd -C': $hw"
   local auth="socket=$D/munge/munge.socket.2,cred_expire=5"
+  local old=""; [[ -f "$CONF" ]] && old=$(cat "$CONF")
   cat > "$CONF" <<EOF
 # Written by scripts/local_slurm.sh: a one-node cluster on loopback.
 ClusterName=$CLUSTER
@@ -112,6 +114,9 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 GresTypes=gpu
 SchedulerType=sched/backfill
+# Look at pending jobs every few seconds: a requeued job waits out its begin time (5 s),
+# then starts at the next pass (the default pass comes every 60 s).
+SchedulerParameters=sched_interval=2,bf_interval=5
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
@@ -125,6 +130,7 @@ ReturnToService=2
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus Sockets=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=INFINITE State=UP
 EOF
+  [[ -z "$old" || "$old" == "$(cat "$CONF")" ]] || CONF_CHANGED=1
   cat > "$D/etc/slurmdbd.conf" <<EOF
 # Written by scripts/local_slurm.sh: accounting in MariaDB over its unix socket.
 AuthType=auth/munge
@@ -236,6 +242,9 @@ up() {
   start_slurmdbd
   start_slurmctld
   start_slurmd
+  if (( CONF_CHANGED )); then
+    say "slurm.conf changed: scontrol reconfigure"; scontrol reconfigure
+  fi
   if ! node_ready; then
     # A node left DOWN/DRAIN by an earlier run (ReturnToService handles most cases).
     scontrol update nodename="$(hostname -s)" state=resume >/dev/null 2>&1 || true
