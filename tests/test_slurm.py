@@ -37,11 +37,14 @@ def _slurm_unavailable() -> str:
   """Why the tests cannot use SLURM here ('' if they can)."""
   if shutil.which("sinfo") is None:
     return "SLURM not installed (`sinfo` not on PATH); start one: sudo scripts/local_slurm.sh up"
+  conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
+  if not os.path.exists(conf):  # sinfo would retry for 60 s
+    return f"no SLURM configuration at {conf}; start one: sudo scripts/local_slurm.sh up"
   try:
     proc = subprocess.run(["sinfo", "-h", "-o", "%a %T"], capture_output=True, text=True,
-                          timeout=20)
+                          timeout=15)
   except subprocess.TimeoutExpired:
-    return "`sinfo` did not answer within 20 s (slurmctld down?): scripts/local_slurm.sh status"
+    return "`sinfo` did not answer within 15 s (slurmctld down?): scripts/local_slurm.sh status"
   states = proc.stdout.split()
   if proc.returncode != 0 or "up" not in states:
     return (f"`sinfo` found no partition up ({(proc.stderr or proc.stdout).strip()[:200]}); "
