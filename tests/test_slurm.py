@@ -172,15 +172,16 @@ def reference(slurm, tmp_path_factory):
   return job_id, workdir, folder
 
 
-def test_notice_before_the_limit_checkpoints_requeues_and_resumes_exactly(reference, tmp_path):
-  """USR2 is the notice SLURM sends `signal_delay_s` before the time limit
-  (`--signal=USR2@delay`): the trainer checkpoints, submitit requeues the job."""
+def _interrupted_job_resumes_exactly(reference, tmp_path, interrupt):
+  """Submit the reference's command, run `interrupt + [job id]` once its first checkpoint
+  is written, then check the job was requeued once, resumed from the step it saved and
+  ended equal to the uninterrupted job. Returns its (stdout, stderr) logs."""
   workdir, folder = tmp_path / "run", tmp_path / "slurm"
   job_id = launch.submit([*TRAIN, f"--workdir={workdir}"], str(folder), _resources(),
-                         "preempted", env=_env(BN_INCEPTION_TEST_STEP_SLEEP_S=STEP_SLEEP_S))
+                         tmp_path.name, env=_env(BN_INCEPTION_TEST_STEP_SLEEP_S=STEP_SLEEP_S))
   _wait(job_id, lambda s: s.state == "running" and 50 in steps_on_disk(workdir),
         what="the first checkpoint")
-  subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+  subprocess.run([*interrupt, job_id], check=True)
   state, out, err = _wait_done(job_id, folder)
   assert state.state == "completed" and state.restarts == 1, (state, out[-2000:], err[-3000:])
   stops = [line for line in out.splitlines() if line.startswith("preempted at step")]
@@ -188,7 +189,6 @@ def test_notice_before_the_limit_checkpoints_requeues_and_resumes_exactly(refere
   step = int(stops[0].split()[3].rstrip(";"))
   assert 50 <= step < NUM_STEPS
   assert f"Resumed from step {step} " in err
-  assert "requeueing" in out and "Requeued job" in out + err  # ours, then submitit's
 
   ref_state, ref_out, ref_err = _wait_done(reference[0], reference[2])
   assert ref_state.state == "completed" and ref_state.restarts == 0, ref_err[-3000:]
@@ -196,6 +196,15 @@ def test_notice_before_the_limit_checkpoints_requeues_and_resumes_exactly(refere
   assert a.keys() == b.keys() and int(a["['step']"]) == NUM_STEPS
   for k in a:
     assert np.array_equal(a[k], b[k]), f"{k} differs from the uninterrupted job"
+  return out, err
+
+
+def test_notice_before_the_limit_checkpoints_requeues_and_resumes_exactly(reference, tmp_path):
+  """USR2 is the notice SLURM sends `signal_delay_s` before the time limit
+  (`--signal=USR2@delay`): the trainer checkpoints, submitit requeues the job."""
+  out, err = _interrupted_job_resumes_exactly(reference, tmp_path,
+                                              ["scancel", "--signal=USR2"])
+  assert "requeueing" in out and "Requeued job" in out + err  # ours, then submitit's
 
 
 def test_a_training_job_runs_to_the_end(reference):
@@ -246,19 +255,5 @@ def test_cancel_leaves_no_job_behind(slurm, tmp_path):
 def test_scheduler_requeue_resumes_exactly(reference, tmp_path):
   """`scontrol requeue` (as SLURM's own preemption, PreemptMode=REQUEUE): SIGTERM reaches
   the trainer, which checkpoints before SLURM kills the job, then the job starts again."""
-  workdir, folder = tmp_path / "run", tmp_path / "slurm"
-  job_id = launch.submit([*TRAIN, f"--workdir={workdir}"], str(folder), _resources(),
-                         "requeued", env=_env(BN_INCEPTION_TEST_STEP_SLEEP_S=STEP_SLEEP_S))
-  _wait(job_id, lambda s: s.state == "running" and 50 in steps_on_disk(workdir),
-        what="the first checkpoint")
-  subprocess.run(["scontrol", "requeue", job_id], check=True)
-  state, out, err = _wait_done(job_id, folder)
-  assert state.state == "completed" and state.restarts == 1, (state, err[-3000:])
-  stops = [line for line in out.splitlines() if line.startswith("preempted at step")]
-  assert len(stops) == 1, out[-3000:]
-  step = int(stops[0].split()[3].rstrip(";"))
-  assert f"Resumed from step {step} " in err
-  _wait_done(reference[0], reference[2])
-  a, b = load_state(workdir), load_state(reference[1])
-  for k in a:
-    assert np.array_equal(a[k], b[k]), f"{k} differs from the uninterrupted job"
+  out, err = _interrupted_job_resumes_exactly(reference, tmp_path, ["scontrol", "requeue"])
+  assert "DUE TO JOB REQUEUE" in err
