@@ -233,18 +233,28 @@ def test_failed_command_is_reported_failed_with_its_log(slurm, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  return True
+
+
 def test_cancel_leaves_no_job_behind(slurm, tmp_path):
-  folder = tmp_path / "slurm"
-  running = launch.submit([sys.executable, "-c", "import time; time.sleep(600)"],
-                          str(folder), _resources(), "cancel-running")
-  _wait(running, lambda s: s.state == "running", what="running")
+  folder, pid_file = tmp_path / "slurm", tmp_path / "pid"
+  running = launch.submit(
+      [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write("
+       "str(os.getpid())); time.sleep(600)"], str(folder), _resources(), "cancel-running")
+  _wait(running, lambda s: s.state == "running" and pid_file.exists() and
+        pid_file.read_text(), what="the command to start")
   queued = launch.submit([sys.executable, "-c", "pass"], str(folder),
                          _resources(sbatch_options={"begin": "now+1hour"}), "cancel-queued")
   assert launch.job_states([queued])[queued].state == "pending"
   launch.cancel([running, queued])
   t0 = time.time()
-  while _in_queue(running) or _in_queue(queued):
-    assert time.time() - t0 < 60, "cancelled jobs still in the queue after 60 s"
+  while _in_queue(running) or _in_queue(queued) or _alive(int(pid_file.read_text())):
+    assert time.time() - t0 < 60, "a cancelled job or its command still there after 60 s"
     time.sleep(0.5)
   states = launch.job_states([running, queued])
   assert {s.state for s in states.values()} == {"cancelled"}, states
