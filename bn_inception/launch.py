@@ -95,7 +95,7 @@ def tasks_per_node(resources) -> int:
 
 
 def describe(resources) -> str:
-  """One line, e.g. '1 node x 8 GPUs, 8 tasks/node, 4 CPUs/task, 24 h, partition gpu'."""
+  """One line, e.g. '1 node x 8 GPUs, 8 task(s)/node, 4 CPU(s)/task, 1440 min, partition gpu'."""
   parts = [f"{resources.nodes} node{'s' * (resources.nodes != 1)}"
            + (f" x {resources.gpus_per_node} GPUs" if resources.gpus_per_node else ""),
            f"{tasks_per_node(resources)} task(s)/node", f"{resources.cpus_per_task} CPU(s)/task",
