@@ -107,6 +107,23 @@ def workdir_lock(workdir: str):
     os.close(fd)  # releases the lock
 
 
+def remove_launch_leftovers(workdir: str) -> None:
+  """After a launch into a workdir that did not exist before failed or was stopped
+  before its first checkpoint: remove what only that launch made there -- its lock
+  file, an empty checkpoints/ and then the workdir when it is empty. Never anything
+  else (a config.json or metrics written before a later failure stay; the retry may
+  change any field then, `check_or_save_config`). Process 0 only; local paths only."""
+  if "://" in workdir or jax.process_index() != 0 or not os.path.isdir(workdir):
+    return
+  if finished_steps(workdir):
+    return
+  with contextlib.suppress(OSError):
+    os.remove(os.path.join(workdir, LOCK_FILE))
+  for path in (os.path.join(workdir, CHECKPOINT_DIR), workdir):
+    with contextlib.suppress(OSError):  # not empty (or gone): leave it
+      os.rmdir(path)
+
+
 def flat(tree) -> Dict[str, Any]:
   """{'section.field': value} of a nested config (ConfigDict, dict, or its JSON form)."""
   if hasattr(tree, "to_dict"):

@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
-from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
-from bn_inception.data import DataError
+from bn_inception.signals import Stopped, StopSignals
 
-# Errors a user can fix: printed as one message, exit code 2, no traceback.
-USER_ERRORS = (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
-               FileNotFoundError)
+USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
+DISK_FULL_EXIT = 3   # no space left on the device (docs/reliability.md)
+
+
+def user_errors() -> tuple:
+  """Errors a user can fix: printed as one message, exit status 2, no traceback.
+  (Imported when needed: this module must load before JAX, so that a signal during
+  the start-up of an entry point is already handled.)"""
+  from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
+  from bn_inception.data import DataError
+  from bn_inception.train import NonFiniteError
+  return (DataError, CheckpointError, WorkdirConfigError, NonFiniteError, ValueError,
+          KeyError, FileNotFoundError)
+
+
+def disk_full(e: BaseException) -> bool:
+  """Whether `e`, or an error it was raised from, is ENOSPC (orbax and tensorstore
+  wrap it in their own exception types, some with the text only)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(e) or "RESOURCE_EXHAUSTED: Disk" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
 
 
 class _DropChattyLibraries:
@@ -37,18 +61,35 @@ def hide_gpus_from_tensorflow():
     pass
 
 
+def _fail(msg: str, status: int):
+  print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
+        flush=True)
+  sys.exit(status)
+
+
 def run_main(fn, *args, **kwargs):
-  """Call fn; turn a user error into one clear line on stderr and exit status 2."""
-  from bn_inception.train import NonFiniteError
+  """Call fn; turn a user error into one clear line on stderr and exit status 2, a
+  full disk into one line and exit status 3 (its own: the input was fine)."""
   try:
     return fn(*args, **kwargs)
-  except USER_ERRORS + (NonFiniteError,) as e:
+  except Exception as e:
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
+    if disk_full(e):
+      where = next((x.filename for x in (e, e.__cause__, e.__context__)
+                    if isinstance(x, OSError) and x.filename), None)
+      _fail(f"no space left on the device{f' (writing {where})' if where else ''}. Free "
+            "space and rerun the same command: it resumes from the last complete "
+            "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT)
+    if not isinstance(e, user_errors()):
+      raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
-          flush=True)
-    sys.exit(2)
+    _fail(msg, USER_ERROR_EXIT)
+
+
+def stopped_line(e: Stopped) -> str:
+  return (f"stopped: {e} (before the first training step); nothing was saved or "
+          "changed. Rerun the same command to start.")
 
 
 def parse_flags(argv):
@@ -121,7 +162,17 @@ def absl_main(run_fn):
   return main
 
 
-def run_app(run_fn):
-  """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`."""
+def run_app(run_fn, stopped_exit_code=lambda: 0):
+  """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`.
+
+  SIGTERM/SIGINT before the training loop starts (imports, flag parsing, data
+  loading, compiling) ends the process with one `stopped:` line and exit status
+  `stopped_exit_code()` (a preemption: nothing to save yet); a second one aborts.
+  """
   from absl import app
-  app.run(absl_main(run_fn), flags_parser=parse_flags)
+  with StopSignals(interrupt=True):
+    try:
+      app.run(absl_main(run_fn), flags_parser=parse_flags)
+    except Stopped as e:
+      print(stopped_line(e), flush=True)
+      sys.exit(stopped_exit_code())

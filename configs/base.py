@@ -3,11 +3,7 @@
 Every paper knob is a field; change any with --config.<section>.<field>=value.
 """
 
-import os
-
 import ml_collections
-
-from bn_inception.data import default_data_root
 
 
 def get_config():
@@ -37,8 +33,11 @@ def get_config():
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "mnist"
-  c.data.data_dir = os.path.join(default_data_root(), "mnist")
-  c.data.download_if_missing = True  # fall back to tfds when data_dir is absent
+  # The folder of the four MNIST IDX files. "" (unset): $BN_INCEPTION_DATA/mnist, or
+  # ../shared/data/mnist beside the repo, else (download_if_missing) the tfds download.
+  # A folder named here must exist: a typo fails at once, it never downloads.
+  c.data.data_dir = ""
+  c.data.download_if_missing = True  # unset data_dir and no files found: tfds download
   c.data.shuffle = True
   c.data.mean = (0.0,)               # on-device normalisation (x/255 - mean)/std
   c.data.std = (1.0,)
@@ -59,12 +58,15 @@ def get_config():
   c.optim.warmup_steps = 0
 
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 32          # GLOBAL batch (sum over all devices)
-  c.train.num_steps = 1000
-  c.train.eval_batch_size = 1000   # any size: the last batch is padded and masked
-  c.train.eval_every = 500
-  c.train.log_every = 100
-  c.train.checkpoint_every = 1000
+  # Every field below is checked before anything runs (bn_inception/config_checks.py).
+  c.train.batch_size = 32          # GLOBAL batch (sum over all devices), >= 1
+  c.train.num_steps = 1000         # >= 1; never below a workdir's newest checkpoint
+  c.train.eval_batch_size = 1000   # any size >= 1: the last batch is padded and masked
+  c.train.eval_every = 500         # evaluate every k steps and at num_steps; 0: never
+  c.train.log_every = 100          # >= 1 steps between train/* rows
+  c.train.checkpoint_every = 1000  # >= 1; also saved at num_steps and on SIGTERM/SIGINT
+  # Newest checkpoints kept, >= 1. 0 is refused (it would keep none: the run could not
+  # resume); there is no "keep all": give a number as large as you need.
   c.train.keep_checkpoints = 3
   c.train.eval_at_start = True     # evaluate the initial network (step 0)
   # A step whose loss or gradients are NaN/inf is never applied. 'stop': fail at
