@@ -38,11 +38,21 @@ def disk_full(e: BaseException) -> bool:
 
 
 class _DropChattyLibraries:
-  """orbax logs every file it writes at INFO; keep its warnings, drop the rest."""
+  """orbax logs every file it writes at INFO; keep its warnings, drop the rest. Its
+  errors keep their message but lose the traceback (BN_INCEPTION_DEBUG=1 keeps it),
+  and a full disk, which `run_main` reports in one line, is not logged again."""
 
   def filter(self, record):
     import logging
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    if record.exc_info and not os.environ.get("BN_INCEPTION_DEBUG"):
+      if record.exc_info[1] is not None and disk_full(record.exc_info[1]):
+        return False
+      record.exc_info, record.exc_text = None, None
+    return "No space left on device" not in record.getMessage()
 
 
 def quiet_library_logs():
@@ -67,6 +77,19 @@ def _fail(msg: str, status: int):
   sys.exit(status)
 
 
+def _path_written(e: BaseException):
+  """The file a failed write names (OSError.filename, or tensorstore's text)."""
+  import re
+  while e is not None:
+    if isinstance(e, OSError) and e.filename:
+      return e.filename
+    found = re.search(r'Failed writing: "([^"]+)"', str(e))
+    if found:
+      return found.group(1)
+    e = e.__cause__ or e.__context__
+  return None
+
+
 def run_main(fn, *args, **kwargs):
   """Call fn; turn a user error into one clear line on stderr and exit status 2, a
   full disk into one line and exit status 3 (its own: the input was fine)."""
@@ -76,8 +99,7 @@ def run_main(fn, *args, **kwargs):
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     if disk_full(e):
-      where = next((x.filename for x in (e, e.__cause__, e.__context__)
-                    if isinstance(x, OSError) and x.filename), None)
+      where = _path_written(e)
       _fail(f"no space left on the device{f' (writing {where})' if where else ''}. Free "
             "space and rerun the same command: it resumes from the last complete "
             "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT)
@@ -92,7 +114,7 @@ def stopped_line(e: Stopped) -> str:
           "changed. Rerun the same command to start.")
 
 
-def parse_flags(argv):
+def parse_flags(argv, flag_values=None):
   """absl flag parsing, with each bad flag reported as one line (exit status 2).
 
   Pass as app.run(main, flags_parser=cli.parse_flags). Each config file named by a
@@ -102,9 +124,10 @@ def parse_flags(argv):
   """
   from absl import flags
   from bn_inception import config_files, overrides
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
-    _check_config_flags(flags.FLAGS, argv)
-    return flags.FLAGS(argv)
+    _check_config_flags(flag_values, argv)
+    return flag_values(argv)
   except (config_files.ConfigFileError, overrides.OverrideError) as e:
     msg = str(e)
   except flags.Error as e:
