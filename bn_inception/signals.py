@@ -6,11 +6,15 @@ runner (pass the signal to the running member, start no other).
 * First signal: remembered in `received` (and passed on to `child`). While
   `interrupt` is set (start-up: loading data, compiling, restoring; nothing to save
   yet) it also raises `Stopped` at once, so a long start-up ends promptly, cleanly.
-* Second signal: aborts the process at once (`os._exit(128 + signum)`), so a save or
-  an evaluation that hangs never needs `kill -9`. What is on disk stays consistent:
-  orbax writes each checkpoint to a tmp dir and renames it only once complete, so
-  the last complete checkpoint is kept and an unfinished one is ignored and cleaned
-  up on the next start (docs/reliability.md).
+* Second signal: aborts the process at once, so a save or an evaluation that hangs
+  never needs `kill -9`. After the first signal the default action is restored, so
+  the kernel ends the process even while its main thread is stuck in native code
+  (where no Python handler could run); exit status 128 + signum in a shell (143, 130).
+  A runner with a `child` keeps its handler to pass the second signal on, then exits
+  with that status. What is on disk stays consistent: orbax writes each checkpoint to
+  a tmp dir and renames it only once complete, so the last complete checkpoint is kept
+  and an unfinished one is ignored and cleaned up on the next start
+  (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -57,18 +61,22 @@ class StopSignals:
     return self
 
   def _handle(self, signum, frame):
-    if self.received is not None:
-      name = signal.Signals(signum).name
-      print(f"aborted: second stop signal ({name}); the last complete checkpoint is "
-            f"kept. Rerun the same command to resume.", file=sys.stderr, flush=True)
+    name = signal.Signals(signum).name
+    if self.received is not None:  # only with a child: see below
+      print(f"aborted: second stop signal ({name}).", file=sys.stderr, flush=True)
       if self.child is not None and self.child.poll() is None:
         self.child.send_signal(signum)
       os._exit(128 + signum)
     self.received = signum
     if self.child is not None and self.child.poll() is None:
       self.child.send_signal(signum)
+    else:  # the next one ends this process at once, whatever its main thread is doing
+      for sig in self._previous:
+        signal.signal(sig, signal.SIG_DFL)
     if self.interrupt:
       raise Stopped(signum)
+    print(f"{name}: stopping after this step with a checkpoint; {name} again aborts at "
+          "once (keeping the last complete checkpoint).", file=sys.stderr, flush=True)
 
   def check(self) -> None:
     """Raise `Stopped` if a signal has arrived (for the end of an `interrupt` phase)."""
