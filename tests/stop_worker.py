@@ -23,7 +23,7 @@ from bn_inception import train  # noqa: E402
 if __name__ == "__main__":
   workdir, steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
   config = sharding_worker.tiny_config("global", num_steps=steps)
-  config.train.checkpoint_every = 50
+  config.train.checkpoint_every = 25
   config.train.log_every = 7
   result = train.train_and_evaluate(config, workdir, source=sharding_worker.tiny_source())
   print(f"result: {result}", flush=True)
