@@ -130,7 +130,8 @@ class Trainer:
     self.model = models.create_model(config, bn_group_size=group)
     self.tx, self.schedule = optim.create_optimizer(
         config.optim, config.train.num_steps,
-        steps_per_epoch=self.source.num_train_examples / config.train.batch_size)
+        steps_per_epoch=self.source.num_train_examples / config.train.batch_size,
+        decay_exempt=models.weight_decay_exempt(config))
     self.base_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
@@ -275,7 +276,10 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
   writer = metrics_lib.create_writer(workdir)
   if restored is None:
     state = trainer.init_state()
-    logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
+    if tc.get("init_from"):  # fine-tuning; a resume (above) takes precedence
+      state = init_from(trainer, state, tc.init_from)
+    else:
+      logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
   else:
     state, meta = restored
     state = jax.device_put(state, trainer.state_sharding)
@@ -346,3 +350,73 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
     print(msg, flush=True)
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuning: config.train.init_from (README, "Reference weights").
+
+CLASSIFIER = "logits"  # every model's classifier; re-initialised when num_classes differs
+
+
+def _restore_source(workdir: str, step: Optional[int], abstract_state):
+  """The source run's checkpoint (newest, or `step`), checked by ckpt_lib.Checkpointer."""
+  checkpointer = ckpt_lib.Checkpointer(workdir, every_steps=1, keep=None)
+  try:
+    if step is None:
+      restored = checkpointer.restore(abstract_state)
+    elif step in checkpointer.manager.all_steps():
+      checkpointer._check_shapes(step, abstract_state)
+      restored = checkpointer._restore_step(step, abstract_state)
+    else:
+      raise ckpt_lib.CheckpointError(
+          f"train.init_from: no checkpoint at step {step} in {checkpointer.directory}; it "
+          f"has steps {sorted(checkpointer.manager.all_steps())}.")
+  finally:
+    checkpointer.close()
+  if restored is None:
+    raise ckpt_lib.CheckpointError(f"train.init_from: no checkpoint in {workdir}.")
+  return restored[0]
+
+
+def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
+  """`state` (fresh: step 0, new optimizer) with the parameters and BN statistics of
+  the run `spec` = 'workdir' or 'workdir@step'; its classifier is kept fresh when
+  the number of classes differs."""
+  from bn_inception.evaluate import load_config  # the source run's config.json
+  workdir, _, step_text = spec.rpartition("@") if "@" in spec else (spec, "", "")
+  if step_text and not step_text.isdigit():
+    raise ValueError(f"train.init_from={spec!r}: write <workdir> or <workdir>@<step>.")
+  step = int(step_text) if step_text else None
+  config = trainer.config
+  source = load_config(workdir)
+  if source.model.name != config.model.name:
+    raise ValueError(f"train.init_from={spec!r} holds a {source.model.name!r} model, this "
+                     f"run trains {config.model.name!r}.")
+  model = models.create_model(source)
+  tx, _ = optim.create_optimizer(source.optim, source.train.num_steps, steps_per_epoch=1.0,
+                                 decay_exempt=models.weight_decay_exempt(source))
+  repl = sharding.replicated(trainer.mesh)
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+      jax.eval_shape(lambda: create_train_state(model, tx, trainer.source.image_shape,
+                                                jax.random.key(0))))
+  restored = _restore_source(workdir, step, abstract)
+  params = dict(restored.params)
+  new_head = source.model.num_classes != config.model.num_classes
+  if new_head:
+    params[CLASSIFIER] = state.params[CLASSIFIER]
+  lines = ckpt_lib.shape_mismatches({"params": params, BATCH_STATS: restored.batch_stats},
+                                    {"params": state.params, BATCH_STATS: state.batch_stats})
+  if lines:
+    raise ckpt_lib.CheckpointError(
+        f"train.init_from={spec!r} does not fit this model:\n" + "\n".join(lines[:20]) +
+        "\nFine-tuning keeps the network (only model.num_classes may differ).")
+  msg = (f"Initialised parameters and BN statistics from {workdir} step {int(restored.step)}; "
+         f"fresh optimizer from step 0" +
+         (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
+          f"has {source.model.num_classes})" if new_head else "") + ".")
+  logging.info(msg)
+  print(msg, flush=True)
+  return state.replace(
+      params=jax.device_put(params, trainer.state_sharding.params),
+      batch_stats=jax.device_put(restored.batch_stats, trainer.state_sharding.batch_stats))
