@@ -253,6 +253,7 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   checked before anything is written. Returns a summary for the log.
   """
   import jax
+  import jax.numpy as jnp
   from bn_inception import checkpoint as ckpt_lib
   from bn_inception import models, optim, train
 
@@ -268,17 +269,13 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   tx, _ = optim.create_optimizer(config.optim, config.train.num_steps, steps_per_epoch=1.0,
                                  decay_exempt=models.weight_decay_exempt(config))
 
-  def init():
-    return train.create_train_state(model, tx, (size, size, 3), jax.random.key(config.seed))
-
-  abstract = jax.eval_shape(init)
+  dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy, train=False))
   get, shapes = read_checkpoint(path)
-  variables = import_variables(
-      get, shapes, config.model, config.bn.epsilon,
-      {"params": abstract.params, "batch_stats": abstract.batch_stats}, where=path)
-  state = jax.jit(init)().replace(params=variables["params"],
-                                 batch_stats=variables["batch_stats"])
-  state = jax.device_put(state)  # numpy leaves -> arrays, like a trained state
+  variables = import_variables(get, shapes, config.model, config.bn.epsilon, abstract,
+                               where=path)
+  # As arrays throughout (the step too), like the state a training run saves.
+  state = jax.tree.map(jnp.asarray, train.train_state_of(model, tx, variables))
   offset = shapes[f"{SCOPE}/{LOGITS}/weights"][-1] - config.model.num_classes
   meta = {"step": 0, "seed": config.seed, "examples_seen": 0, "nonfinite_steps": 0,
           "num_devices": 1, "imported_from": os.path.abspath(path),

@@ -45,6 +45,11 @@ class NonFiniteError(Exception):
 def create_train_state(model, tx, image_shape, rng) -> TrainState:
   dummy = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   variables = model.init({"params": rng, "dropout": rng}, dummy, train=False)
+  return train_state_of(model, tx, variables)
+
+
+def train_state_of(model, tx, variables: dict) -> TrainState:
+  """A step-0 TrainState holding `variables` (params, BN statistics), fresh optimizer."""
   return TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get(BATCH_STATS, {}),
