@@ -17,7 +17,7 @@ where the printed table contradicts itself: it lists pool projection 128 for 4c
 and 4d but output size 14x14x576 for both. With 128 the modules output
 160+160+160+128 = 608 and 96+192+192+128 = 608 channels; with 96 (TF-slim's
 choice) they output 576, as printed. `pool_projection_4cd` selects which: 96 (the default)
-keeps the printed output sizes and TF-slim; 128 keeps the printed projection
+keeps the printed output sizes (as TF-slim does); 128 keeps the printed projection
 column. The printed 4e output (7x7x1024 = 192 + 256 + 576 passed through)
 also only holds with 96; with 128 it is 1056. At 224x224 with 1000 classes,
 BN on and the separable first convolution, 96 gives 11,188,288 parameters and
