@@ -60,6 +60,13 @@ class StopSignals:
         pass
     return self
 
+  def reinstall(self) -> None:
+    """Take the signals back after a library installed its own handler (e.g.
+    jax.distributed.initialize's preemption notifier takes SIGTERM)."""
+    for sig in self._previous:
+      if self.received is None:
+        signal.signal(sig, self._handle)
+
   def _handle(self, signum, frame):
     name = signal.Signals(signum).name
     if self.received is not None:  # only with a child: see below

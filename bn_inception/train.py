@@ -261,7 +261,8 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   existed = os.path.exists(workdir)
   with StopSignals(interrupt=True) as stop:
     try:
-      sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
+      if sharding.maybe_initialize_distributed(config):  # before JAX touches a device
+        stop.reinstall()  # jax.distributed's preemption notifier took SIGTERM
       # A process of many must not leave alone: it agrees with the others first.
       stop.interrupt = jax.process_count() == 1
       stop.check()
