@@ -313,6 +313,7 @@ def _mount_tmpfs(path, size):
                         capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_full_disk_is_its_own_error_and_recovery_is_exact(tmp_path):
   """Train into a 2 MiB tmpfs until ENOSPC: exit status 3, one line, no traceback; after
