@@ -110,8 +110,8 @@ def run_main(fn, *args, **kwargs):
 
 
 def stopped_line(e: Stopped) -> str:
-  return (f"stopped: {e} (before the first training step); nothing was saved or "
-          "changed. Rerun the same command to start.")
+  return (f"stopped by {e} before any training step or result; nothing was saved or "
+          "changed. Rerun the same command.")
 
 
 def parse_flags(argv, flag_values=None):
@@ -189,7 +189,7 @@ def run_app(run_fn, stopped_exit_code=lambda: 0):
   """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`.
 
   SIGTERM/SIGINT before the training loop starts (imports, flag parsing, data
-  loading, compiling) ends the process with one `stopped:` line and exit status
+  loading, compiling) ends the process with one `stopped by ...` line and exit status
   `stopped_exit_code()` (a preemption: nothing to save yet); a second one aborts.
   """
   from absl import app

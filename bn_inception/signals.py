@@ -32,8 +32,8 @@ class Stopped(BaseException):
   so that no `except Exception` on the way (a data loader's, orbax's) swallows it."""
 
   def __init__(self, signum: Optional[int]):
-    super().__init__(f"{signal.Signals(signum).name} during start-up" if signum else
-                     "another process received a stop signal during start-up")
+    super().__init__(signal.Signals(signum).name if signum else
+                     "a stop signal to another process of this run")
     self.signum = signum
 
 

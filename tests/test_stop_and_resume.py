@@ -193,10 +193,9 @@ def test_signals_during_start_up_exit_cleanly_and_write_nothing(tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
-    lines = [l for l in out.splitlines() if l.startswith("stopped:")]
-    assert lines == [f"stopped: {signal.Signals(signum).name} during start-up (before the "
-                     "first training step); nothing was saved or changed. Rerun the same "
-                     "command to start."], out
+    lines = [l for l in out.splitlines() if l.startswith("stopped by")]
+    assert lines == [f"stopped by {signal.Signals(signum).name} before any training step or "
+                     "result; nothing was saved or changed. Rerun the same command."], out
     assert not (tmp_path / name).exists()
 
 
