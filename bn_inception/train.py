@@ -120,11 +120,11 @@ class Trainer:
     sharding.check_batch(config.train.batch_size, self.mesh)
     sharding.check_batch(config.train.eval_batch_size, self.mesh, "train.eval_batch_size")
     group = sharding.bn_group_size(config.bn, config.train.batch_size, self.mesh)
-    if config.model.get("num_classes", self.source.num_classes) != self.source.num_classes:
+    if config.model.num_classes != self.source.num_classes:
       raise ValueError(f"config.model.num_classes={config.model.num_classes} but the "
                        f"dataset has {self.source.num_classes} classes.")
-    size = config.model.get("image_size", None)
-    if size and tuple(self.source.image_shape[:2]) != (size, size):
+    size = config.model.image_size
+    if tuple(self.source.image_shape[:2]) != (size, size):
       raise ValueError(f"config.model.image_size={size} but the data yields "
                        f"{self.source.image_shape[:2]} images (config.data.image_size).")
     self.model = models.create_model(config, bn_group_size=group)
@@ -146,7 +146,7 @@ class Trainer:
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
-    poison = config.train.get("inject_nonfinite_at_step", -1)
+    poison = config.train.inject_nonfinite_at_step
     loss_scale_fn = None
     if poison >= 0:  # fault injection for the reliability tests
       loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
@@ -256,7 +256,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
   tc = config.train
-  policy = tc.get("nonfinite_policy", "stop")
+  policy = tc.nonfinite_policy
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
   with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir

@@ -1,4 +1,7 @@
-"""Model factory: `config.model.name` -> a flax.linen Module called as model(x, train=...)."""
+"""Model factory: `config.model.name` -> a flax.linen Module called as model(x, train=...).
+
+Each name's `config.model` section, with its defaults, is in bn_inception/schema.py.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +25,12 @@ def create_model(config, bn_group_size: Optional[int] = None):
   """Build the model named by config.model.name; `bn_group_size` comes from sharding."""
   name = config.model.name
   if name == "mlp":
-    from bn_inception.models.mlp import MLP
+    from bn_inception.models.mlp import MLP, compute_dtype
     m = config.model
     return MLP(hidden_units=tuple(m.hidden_units), num_classes=m.num_classes,
                activation=m.activation, init_stddev=m.init_stddev,
-               probe_unit=m.probe_unit, norm=make_norm(config.bn, bn_group_size))
+               probe_unit=m.probe_unit, norm=make_norm(config.bn, bn_group_size),
+               dtype=compute_dtype(m.dtype))
   if name == "bn_inception":
     from bn_inception.models.inception import create_inception
     return create_inception(config.model, make_norm(config.bn, bn_group_size))
