@@ -16,6 +16,11 @@ def _user_errors() -> tuple:
           FileNotFoundError)
 
 
+def _non_finite_error() -> type:
+  from bn_inception.train import NonFiniteError
+  return NonFiniteError
+
+
 def __getattr__(name: str):
   if name == "USER_ERRORS":  # cli.USER_ERRORS, resolved on first use (see _user_errors)
     return _user_errors()
@@ -48,10 +53,9 @@ def hide_gpus_from_tensorflow():
 
 def run_main(fn, *args, **kwargs):
   """Call fn; turn a user error into one clear line on stderr and exit status 2."""
-  from bn_inception.train import NonFiniteError
   try:
     return fn(*args, **kwargs)
-  except _user_errors() + (NonFiniteError,) as e:
+  except _user_errors() + (_non_finite_error(),) as e:  # evaluated only once fn raises
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
