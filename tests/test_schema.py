@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from bn_inception import models, schema
 from bn_inception.data import imagenet
@@ -38,14 +39,8 @@ def all_configs():
           for name, args in CONFIG_VARIANTS.items() for arg in args]
 
 
-def flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def flat(d):
+  return traverse_util.flatten_dict(d, sep=".")
 
 
 def test_config_variants_cover_every_config_file():
