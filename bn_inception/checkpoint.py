@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from bn_inception import faults
+from bn_inception import faults, schema
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -140,7 +140,8 @@ def is_workdir(path: str) -> bool:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The configuration a workdir's run was started with (its config.json)."""
+  """The configuration a workdir's run was started with (its config.json), with the
+  fields added since then filled as that run used them (`schema.upgrade`)."""
   path = epath.Path(config_path(workdir))
   if not is_workdir(workdir):
     raise CheckpointError(f"{workdir} has no {CONFIG_FILE}: not a training workdir "
@@ -151,7 +152,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raise WorkdirConfigError(
         f"{path} is unreadable ({e}); it records which configuration this workdir's run "
         "used. Restore it, or use a new --workdir. Nothing was changed.") from e
-  return ml_collections.ConfigDict(saved)
+  return schema.upgrade(saved)  # a config.json of an older version: today's fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +172,7 @@ def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
   """
   if not is_workdir(workdir):
     return None
-  a, b = flat(read_config(workdir)), flat(_as_json(config))
+  a, b = flat(_as_json(read_config(workdir))), flat(_as_json(config))
   keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
   return ConfigDifference(
       changed=tuple(f"{k}: {a[k]!r} in the workdir, {b[k]!r} now"

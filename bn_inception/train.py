@@ -148,7 +148,7 @@ class Trainer:
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
-    poison = config.train.get("inject_nonfinite_at_step", -1)
+    poison = config.train.inject_nonfinite_at_step
     loss_scale_fn = None
     if poison >= 0:  # fault injection for the reliability tests
       loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
@@ -234,7 +234,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
   tc = config.train
-  policy = tc.get("nonfinite_policy", "stop")
+  policy = tc.nonfinite_policy
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
   with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir

@@ -13,11 +13,9 @@ member and of their probability-averaged ensemble are printed and written to
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Training workdirs (`dir` or `dir@STEP`; shell "
                                "patterns such as 'runs/ens/x30_*' are expanded).")

@@ -14,14 +14,11 @@ and compile caches. Exit status: 0 when no member failed, 1 otherwise.
 Then: python scripts/report.py --workdir=<workdir>
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, configs/sweeps/<name>.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory; member <name> runs in <workdir>/<name>.")
