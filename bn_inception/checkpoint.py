@@ -29,8 +29,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from bn_inception import faults
-
 CONFIG_FILE = "config.json"
 
 # Fields a resumed run may change without becoming a different run.
@@ -39,8 +37,8 @@ RESUMABLE_FIELDS = (
     "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
     "data.data_dir", "data.download_if_missing", "distributed",
     # Only what happens at a non-finite step, not the run itself: switching to 'skip'
-    # after a 'stop' is how such a run goes on (the injector is a test fault).
-    "train.nonfinite_policy", "train.inject_nonfinite_at_step",
+    # after a 'stop' is how such a run goes on.
+    "train.nonfinite_policy",
 )
 DAMAGED_PREFIX = "damaged-"
 
@@ -240,8 +238,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, create=True,
             # Unfinished <step>.orbax-checkpoint-tmp-* dirs of a killed run.
-            cleanup_tmp_directories=owner,
-            temporary_path_class=faults.slow_commit_path_class()),
+            cleanup_tmp_directories=owner),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 

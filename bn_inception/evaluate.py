@@ -38,9 +38,9 @@ import numpy as np
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
 from bn_inception import sharding
-from bn_inception.batchnorm import BATCH_STATS
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import DataError, multicrop
+from bn_inception.models import state_variables
 
 TOP_K = (1, 5)
 ENSEMBLE = "ensemble"
@@ -174,16 +174,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
   return config
 
 
-def _variables(state) -> dict:
-  v = {"params": state.params}
-  if state.batch_stats:
-    v[BATCH_STATS] = state.batch_stats
-  return v
-
-
 def probabilities(state, images, *, normalize: Callable):
   """Softmax probabilities of a batch of uint8 crops (inference-mode BN)."""
-  logits = state.apply_fn(_variables(state), normalize(images), train=False)
+  logits = state.apply_fn(state_variables(state), normalize(images), train=False)
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 

@@ -70,5 +70,4 @@ def get_config():
   # A step whose loss or gradients are NaN/inf is never applied. 'stop': fail at
   # the next log/checkpoint point, before any save; 'skip': count it and go on.
   c.train.nonfinite_policy = "stop"
-  c.train.inject_nonfinite_at_step = -1  # test fault: make step k's loss inf (-1: off)
   return c

@@ -21,7 +21,7 @@ def get_config():
                                 crop_area_range=(0.5, 1.0), distortion_strength=0.0)
   c.model = ml_collections.ConfigDict(dict(
       name="mlp", hidden_units=(512,), num_classes=1000, activation="relu",
-      init_stddev=0.02, probe_unit=0, image_size=32))
+      init_stddev=0.02, probe_unit=0, record_percentiles=(15, 50, 85), image_size=32))
   c.bn.momentum = 0.9
   c.optim.learning_rate = 0.5
   c.optim.momentum = 0.9

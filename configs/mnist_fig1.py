@@ -19,6 +19,7 @@ def get_config(variant: str = "bn"):
   c.model.init_stddev = 0.01       # "small random Gaussian values" (Sec. 4.1)
   c.model.num_classes = 10
   c.model.probe_unit = 0           # the sigmoid of the last hidden layer in Fig. 1(b,c)
+  c.model.record_percentiles = (15, 50, 85)  # of its input over the test set (Fig. 1(b,c))
 
   c.optim.learning_rate = 0.5
   c.optim.momentum = 0.0

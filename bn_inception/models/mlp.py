@@ -7,7 +7,7 @@ from typing import Callable, Optional, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-PROBES = "probes"
+from bn_inception.models import RECORDED
 
 ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
 
@@ -24,7 +24,7 @@ class MLP(nn.Module):
 
   With BN the Dense bias is dropped: BN's beta takes its role (Sec. 3.2). The
   input to unit `probe_unit` of the last hidden nonlinearity is written to the
-  `probes` collection when it is mutable (Figure 1(b, c)).
+  `RECORDED` collection when it is mutable (Figure 1(b, c)).
   """
   hidden_units: Sequence[int]
   num_classes: int
@@ -42,7 +42,7 @@ class MLP(nn.Module):
       x = nn.Dense(units, use_bias=self.norm is None, kernel_init=init, name=f"dense{i}")(x)
       if self.norm is not None:
         x = self.norm(use_running_average=not train, name=f"bn{i}")(x)
-      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(PROBES):
-        self.put_variable(PROBES, "last_hidden_input", x[:, self.probe_unit])
+      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(RECORDED):
+        self.put_variable(RECORDED, "last_hidden_input", x[:, self.probe_unit])
       x = act(x)
     return nn.Dense(self.num_classes, kernel_init=init, name="logits")(x)
