@@ -84,7 +84,7 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
 def eval_step(state: TrainState, batch, *, normalize: Callable):
   """Masked metrics over one padded batch, plus whatever the model records."""
-  logits, mutated = state.apply_fn(statestate_variables(state), normalize(batch["image"]),
+  logits, mutated = state.apply_fn(state_variables(state), normalize(batch["image"]),
                                    train=False, mutable=[RECORDED])
   outputs = metrics_lib.eval_outputs(logits, batch["label"])
   metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)

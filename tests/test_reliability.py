@@ -501,7 +501,8 @@ def test_bad_flag_is_one_line(tmp_path, case):
 
 
 def _mnist_copy(tmp_path):
-  src = REPO.parent / "shared" / "data" / "mnist"
+  from bn_inception.data import default_data_root
+  src = Path(default_data_root()) / "mnist"  # $BN_INCEPTION_DATA, or ../shared/data
   dst = tmp_path / "mnist"
   shutil.copytree(src, dst)
   return dst
