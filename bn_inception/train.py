@@ -50,8 +50,7 @@ def create_train_state(model, tx, image_shape, rng) -> TrainState:
       first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable,
-               base_rng):
+def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable, base_rng):
   """One SGD step. The dropout stream is a function of (seed, step)."""
   images = train_inputs(batch)
   labels = batch["label"]
