@@ -166,10 +166,16 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(tmp_path, refe
 def test_second_trainer_in_a_live_workdir_is_refused_and_the_first_is_untouched(
     tmp_path, reference):
   workdir = tmp_path / "run"
-  p = launch(workdir, faults=["--sleep_after_step=0.15"])  # still running ~15 s later
+  p = launch(workdir, faults=["--sleep_after_step=0.02"])
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
-  rc, out, err = run(workdir)
-  assert p.poll() is None, "the first run ended before the second one was tried"
+  # Stopped, the first run stays live (and keeps its lock) however long the second
+  # one takes to start on a loaded machine.
+  p.send_signal(signal.SIGSTOP)
+  try:
+    rc, out, err = run(workdir)
+    assert p.poll() is None, "the first run ended before the second one was tried"
+  finally:
+    p.send_signal(signal.SIGCONT)
   TALLY["bad_inputs_tried"] += 1
   _assert_one_clear_error(rc, err, "is in use by another training run")
   assert f"pid {p.pid} on " in err  # names the holder
