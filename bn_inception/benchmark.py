@@ -16,7 +16,6 @@ import time
 from typing import Dict, Optional
 
 import jax
-import numpy as np
 
 from bn_inception import sharding, train
 from bn_inception.data import DataError, create_source

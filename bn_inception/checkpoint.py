@@ -37,8 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from bn_inception import faults, schema
-
+from bn_inception import schema
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -48,8 +47,8 @@ RESUMABLE_FIELDS = (
     "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
     "data.data_dir", "data.download_if_missing", "distributed",
     # Only what happens at a non-finite step, not the run itself: switching to 'skip'
-    # after a 'stop' is how such a run goes on (the injector is a test fault).
-    "train.nonfinite_policy", "train.inject_nonfinite_at_step",
+    # after a 'stop' is how such a run goes on.
+    "train.nonfinite_policy",
 )
 DAMAGED_PREFIX = "damaged-"
 
@@ -363,8 +362,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, create=owner,
             # Unfinished <step>.orbax-checkpoint-tmp-* dirs of a killed run.
-            cleanup_tmp_directories=owner,
-            temporary_path_class=faults.slow_commit_path_class()),
+            cleanup_tmp_directories=owner),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 

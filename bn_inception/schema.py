@@ -126,6 +126,9 @@ def mlp_model_config(**overrides) -> ConfigDict:
   m.activation = "sigmoid"         # 'sigmoid' | 'relu' | 'tanh'
   m.init_stddev = 0.01             # weights ~ N(0, init_stddev^2): "small random Gaussian values"
   m.probe_unit = 0                 # the unit of the last hidden layer recorded (Fig. 1(b, c))
+  # What the training loop reports of the recorded values at each evaluation:
+  # these percentiles over the eval set (Fig. 1(b, c): the 15th, 50th and 85th).
+  m.record_percentiles = (15, 50, 85)
   return _override(m, "mlp_model_config", overrides)
 
 
@@ -218,7 +221,6 @@ def train_config() -> ConfigDict:
   # A step whose loss or gradients are NaN/inf is never applied. 'stop': fail at
   # the next log/checkpoint point, before any save; 'skip': count it and go on.
   t.nonfinite_policy = "stop"
-  t.inject_nonfinite_at_step = -1  # test fault: make step k's loss inf (-1: off)
   # Fine-tuning: '<workdir>' or '<workdir>@<step>' (a training or imported workdir)
   # whose parameters and BN statistics start this run, with a fresh optimizer at
   # step 0 and, when model.num_classes differs, a fresh classifier. Used only when

@@ -20,13 +20,11 @@ from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
-from bn_inception import faults, models, optim, sharding
+from bn_inception import models, optim, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
-from bn_inception.models.mlp import PROBES
+from bn_inception.models import RECORDED, state_variables
 from bn_inception.signals import StopSignals
-
-PERCENTILES = (15, 50, 85)  # Figure 1(b, c)
 
 
 class TrainState(train_state.TrainState):
@@ -54,15 +52,7 @@ def train_state_of(model, tx, variables: dict) -> TrainState:
       first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def _variables(state: TrainState) -> dict:
-  v = {"params": state.params}
-  if state.batch_stats:
-    v[BATCH_STATS] = state.batch_stats
-  return v
-
-
-def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable,
-               base_rng, loss_scale_fn: Optional[Callable] = None):
+def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable, base_rng):
   """One SGD step. The dropout stream is a function of (seed, step)."""
   images = train_inputs(batch)
   labels = batch["label"]
@@ -70,11 +60,9 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
   def loss_fn(params):
     logits, mutated = state.apply_fn(
-        {**_variables(state), "params": params}, images, train=True,
+        {**state_variables(state), "params": params}, images, train=True,
         rngs={"dropout": rng}, mutable=[BATCH_STATS])
     loss = metrics_lib.cross_entropy(logits, labels).mean()
-    if loss_scale_fn is not None:
-      loss = loss * loss_scale_fn(state.step)
     return loss, (logits, mutated.get(BATCH_STATS, {}))
 
   (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -96,12 +84,12 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
 
 def eval_step(state: TrainState, batch, *, normalize: Callable):
-  """Masked metrics over one padded batch, plus any probes the model writes."""
-  logits, mutated = state.apply_fn(_variables(state), normalize(batch["image"]),
-                                   train=False, mutable=[PROBES])
+  """Masked metrics over one padded batch, plus whatever the model records."""
+  logits, mutated = state.apply_fn(state_variables(state), normalize(batch["image"]),
+                                   train=False, mutable=[RECORDED])
   outputs = metrics_lib.eval_outputs(logits, batch["label"])
   metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)
-  return metrics, mutated.get(PROBES, {})
+  return metrics, mutated.get(RECORDED, {})
 
 
 def moments_step(variables, batch, *, apply_fn: Callable, train_inputs: Callable, base_rng):
@@ -148,14 +136,9 @@ class Trainer:
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
-    poison = config.train.inject_nonfinite_at_step
-    loss_scale_fn = None
-    if poison >= 0:  # fault injection for the reliability tests
-      loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
     self.train_step = jax.jit(
         functools.partial(train_step, train_inputs=self.source.train_inputs,
-                          schedule=self.schedule, base_rng=self.base_rng,
-                          loss_scale_fn=loss_scale_fn),
+                          schedule=self.schedule, base_rng=self.base_rng),
         in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
         donate_argnums=0)
     self.eval_step = jax.jit(
@@ -176,31 +159,36 @@ class Trainer:
     return sharding.device_batches(local, self.mesh)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
-    """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
-    total, probes, masks = None, [], []
+    """Metrics over EVERY eval example exactly once (padded, masked last batch).
+
+    Per-example values the model records (models.RECORDED) are summarised by the
+    percentiles in `config.model.record_percentiles`, as eval/<collection>/<name>/p<q>.
+    """
+    total, recorded, masks = None, [], []
     for local in self.source.eval_batches(self.config.train.eval_batch_size,
                                           jax.process_index(), jax.process_count()):
       batch = sharding.global_batch(local, self.mesh)
-      m, p = self.eval_step(state, batch)
+      m, r = self.eval_step(state, batch)
       total = m if total is None else total.merge(m)
-      if p:
-        probes.append(p)
+      if r:
+        recorded.append(r)
         masks.append(batch["mask"])
     out = {f"eval/{k}": float(v) for k, v in total.compute().items()}
     out["eval/num_examples"] = int(total.accuracy.count)
-    if probes:
+    if recorded:
+      quantiles = tuple(self.config.model.record_percentiles)
       mask = _to_host(masks)
-      for name in probes[0]:
-        values = _to_host([p[name] for p in probes])[mask]
-        for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
-          out[f"eval/probe/{name}/p{q}"] = float(v)
+      for name in recorded[0]:
+        values = _to_host([r[name] for r in recorded])[mask]
+        for q, v in zip(quantiles, np.percentile(values, quantiles)):
+          out[f"eval/{RECORDED}/{name}/p{q}"] = float(v)
     return out
 
   def population_statistics(self, state: TrainState, num_batches: int,
                             start_step: int = 0) -> TrainState:
     """Replace the moving averages with exact averages over `num_batches` training batches."""
     batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
-    variables, _ = population_statistics(self.moments_step, _variables(state), batches)
+    variables, _ = population_statistics(self.moments_step, state_variables(state), batches)
     return state.replace(batch_stats=variables[BATCH_STATS])
 
 
@@ -289,12 +277,9 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
 
   train_metrics = None
   batches = trainer.train_batches(start)
-  after_step = faults.step_hook()
   with StopSignals() as stop:
     for step in range(start + 1, tc.num_steps + 1):
       state, m = trainer.train_step(state, next(batches))
-      if after_step:
-        after_step()
       train_metrics = m if train_metrics is None else train_metrics.merge(m)
       report(step)
       if step % tc.log_every == 0 or step == tc.num_steps:
@@ -313,18 +298,14 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
       if stopping:
         checkpointer.wait()
         writer.flush()
-        msg = f"preempted at step {step}; rerun the same command to resume"
-        logging.warning(msg)
-        print(msg, flush=True)
+        logging.warning("preempted at step %d; rerun the same command to resume", step)
         return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
   writer.flush()
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'
-    msg = (f"{skipped} training step(s) had a non-finite loss or gradients and were skipped "
-           f"(first: step {int(state.first_nonfinite_step)}).")
-    logging.warning(msg)
-    print(msg, flush=True)
+    logging.warning("%d training step(s) had a non-finite loss or gradients and were skipped "
+                    "(first: step %d).", skipped, int(state.first_nonfinite_step))
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
 

@@ -10,6 +10,21 @@ from typing import Callable, Optional, Tuple
 
 from bn_inception.batchnorm import BATCH_STATS, BatchNorm
 
+# The flax collection a model puts per-example values into when it is mutable, for
+# analysis rather than training (e.g. Figure 1's last-hidden-layer input). The
+# training loop summarises each by config.model.record_percentiles, as
+# eval/probe/<name>/p<q>.
+RECORDED = "probe"
+
+
+def state_variables(state) -> dict:
+  """The variables `model.apply` takes from a TrainState: params, plus the BN
+  statistics when the model has any."""
+  v = {"params": state.params}
+  if state.batch_stats:
+    v[BATCH_STATS] = state.batch_stats
+  return v
+
 
 def make_norm(bn_config, group_size: Optional[int], dtype=None) -> Optional[Callable]:
   """A BatchNorm constructor from `config.bn`, or None when BN is off."""

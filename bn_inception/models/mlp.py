@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-PROBES = "probes"
+from bn_inception.models import RECORDED
 
 ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -33,7 +33,7 @@ class MLP(nn.Module):
 
   With BN the Dense bias is dropped: BN's beta takes its role (Sec. 3.2). The
   input to unit `probe_unit` of the last hidden nonlinearity is written to the
-  `probes` collection when it is mutable (Figure 1(b, c)). Hidden layers compute
+  `RECORDED` collection when it is mutable (Figure 1(b, c)). Hidden layers compute
   in `dtype`; parameters, BN normalisation and the logits stay float32.
   """
   hidden_units: Sequence[int]
@@ -54,8 +54,8 @@ class MLP(nn.Module):
                    param_dtype=jnp.float32, name=f"dense{i}")(x)
       if self.norm is not None:
         x = self.norm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
-      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(PROBES):
-        self.put_variable(PROBES, "last_hidden_input",
+      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(RECORDED):
+        self.put_variable(RECORDED, "last_hidden_input",
                           jnp.asarray(x[:, self.probe_unit], jnp.float32))
       x = act(x)
     return nn.Dense(self.num_classes, kernel_init=init, dtype=jnp.float32,
