@@ -79,7 +79,7 @@ def report_rows(workdir):
   """report.py's table rows without the steps/s column (a speed, not a result)."""
   text = report.markdown(report.build(str(workdir), 0.9))
   rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")]
-  return [r[:6] for r in rows[2:]], text
+  return [r[:6] for r in rows[1:]], text
 
 
 # ------------------------------------------------------------------ the two-member sweep
@@ -129,11 +129,12 @@ def test_two_member_sweep_as_jobs_matches_the_local_sweep(two_members, tmp_path)
   local_rows = rows_by_name(spec, local)
   for line, name in zip(table[1:3], ["bn", "no_bn"]):
     acc = local_rows[name].accuracy
-    assert 0.5 < acc < 1  # chance: 0.1
+    assert 0 < acc < 1
     cells = line.split()
     assert cells[:4] == [name, "finished", submitted[name], "200/200"], line
     assert cells[4:6] == [f"{100 * acc:.2f}%", "@"] and cells[6] == "200", line
   assert table[-1] == "2 finished"
+  assert local_rows["bn"].accuracy > 0.5  # chance: 0.1 (no_bn's sigmoids barely move yet: Fig. 1)
   assert [(r.state, r.job) for r in local_rows.values()] == [("finished", "")] * 2
 
   # report.py: the same table from the jobs' workdirs as from the local run's.
