@@ -9,6 +9,7 @@ saying why, where SLURM cannot start (the same check as tests/test_slurm.py).
 """
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import launch, report, sweep_jobs, sweep_runner
-from test_slurm import HAVE_MNIST, REPO, _in_queue, slurm  # noqa: F401  (a fixture)
+from test_slurm import (HAVE_MNIST, REPO, _in_queue, _slurm_unavailable,  # noqa: F401
+                        slurm)  # (a fixture)
 
 NUM_STEPS = 200
 TINY = {"model.hidden_units": (16, 16), "train.num_steps": NUM_STEPS,
@@ -80,6 +82,36 @@ def report_rows(workdir):
   text = report.markdown(report.build(str(workdir), 0.9))
   rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")]
   return [r[:6] for r in rows[1:]], text
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_launcher_flags_and_resource_fields():
+  assert launch.without_launcher_flags(
+      ["--workdirs=a", "--launcher=slurm", "--slurm.gpus_per_node=8", "--crops", "1",
+       "--launcher", "slurm", "--slurm.sbatch_options.exclusive", "True", "--output_dir=o"]
+  ) == ["--workdirs=a", "--crops", "1", "--output_dir=o"]
+  r = launch.resources({"gpus_per_node": 8, "sbatch_options": {"exclusive": True}})
+  assert (r.gpus_per_node, r.nodes, dict(r.sbatch_options)) == (8, 1, {"exclusive": True})
+  with pytest.raises(launch.LaunchError, match="unknown SLURM resource field 'gpus'"):
+    launch.resources({"gpus": 8})
+  with pytest.raises(launch.LaunchError, match="slurm.nodes='two'"):
+    launch.resources({"nodes": "two"})
+
+
+def test_no_sbatch_or_an_impossible_request_submits_and_writes_nothing(tmp_path, monkeypatch):
+  spec = write_sweep(tmp_path / "s.py", 'Member("a", "configs/mnist_fig1.py", TINY)')
+  workdir = tmp_path / "runs"
+  monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+  with pytest.raises(launch.LaunchError, match="^`sbatch` was not found on PATH"):
+    sweep_jobs.submit_sweep(spec, str(workdir), launch.resources(RESOURCES))
+  monkeypatch.undo()
+  if not _slurm_unavailable():
+    with pytest.raises(launch.LaunchError, match="Invalid partition name specified$"):
+      sweep_jobs.submit_sweep(spec, str(workdir),
+                              launch.resources({**RESOURCES, "partition": "no_such"}))
+  assert not workdir.exists()
 
 
 # ------------------------------------------------------------------ the two-member sweep
@@ -148,6 +180,36 @@ def test_two_member_sweep_as_jobs_matches_the_local_sweep(two_members, tmp_path)
   assert [p.action for p in plan] == ["finished", "finished"]
   assert job_ids(workdir, submitted) == {n: [j] for n, j in submitted.items()}
   print(f"submit {submit_s:.1f} s")
+
+
+def test_evaluation_as_a_job(two_members, tmp_path):
+  """scripts/evaluate.py --launcher=slurm, run from another directory with a relative
+  --output_dir: the job runs the same command there and its report gives the member's
+  error as 1 - the accuracy its training evaluated on the same split."""
+  spec, workdir, _, _ = two_members
+  wait_ended([j for ids in job_ids(workdir, ["bn"]).values() for j in ids])
+  [row] = [r for r in sweep_jobs.status(spec, str(workdir)) if r.name == "bn"]
+  assert row.state == "finished"
+  proc = subprocess.run(
+      [sys.executable, str(REPO / "scripts" / "evaluate.py"), f"--workdirs={workdir}/bn",
+       "--crops=1", "--output_dir=eval", "--batch_size=2000", "--launcher=slurm",
+       "--slurm.time_min=60"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+      timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  [job] = re.findall(r"^submitted evaluation as job (\d+) \(1 node, ", proc.stdout, re.M)
+  assert f"report: {tmp_path / 'eval' / 'report.md'}" in proc.stdout
+  folder = tmp_path / "eval" / "slurm"
+  assert launch.submitted_jobs(str(folder)) == [job]
+  states = wait_ended([job], timeout=300)
+  out, err = (open(p).read() for p in launch.log_paths(str(folder), job))
+  assert states[job].state == "completed", err[-3000:]
+  [command] = [line for line in out.splitlines() if line.startswith("# ")]  # CommandJob's
+  assert "--launcher" not in command and "--slurm." not in command
+  assert "--output_dir=eval" in command
+  data = json.loads((tmp_path / "eval" / "report.json").read_text())
+  [bn] = [r for res in data["results"] for r in res["rows"] if r["model"] == "bn"]
+  assert bn["examples"] == 10_000
+  assert bn["top1_error"] == pytest.approx(100 * (1 - row.accuracy), abs=1e-3)
 
 
 # ------------------------------------------------------------------ failures, queue, cancel
