@@ -166,7 +166,7 @@ def status(spec: str, workdir: str, only: Optional[Sequence[str]] = None
   """Where each chosen member stands, from its workdir and (when it has jobs) SLURM.
   Without SLURM on this machine, members with jobs get state 'unknown' and the reason."""
   from bn_inception import checkpoint as ckpt_lib
-  from bn_inception import metrics
+  from bn_inception import metrics, report
   resolved = sweep_runner.members_to_run(spec, only)[1]
   names = [r.name for r in resolved]
   ids = {n: launch.submitted_jobs(job_folder(workdir, n)) for n in names}
@@ -181,7 +181,7 @@ def status(spec: str, workdir: str, only: Optional[Sequence[str]] = None
     run_dir = sweep_runner.member_workdir(workdir, r.name)
     saved = ckpt_lib.finished_steps(run_dir)
     logged = metrics.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-    evals = [(s, v["eval/accuracy"]) for s, v in logged.items() if "eval/accuracy" in v]
+    evals = report.eval_curve(logged)
     times = [t for t in (_mtime(os.path.join(run_dir, "metrics.jsonl")),
                          ckpt_lib.saved_time(run_dir, saved[-1]) if saved else None) if t]
     row = MemberStatus(r.name, "", "", max(saved[-1:] + list(logged)[-1:] + [0]), r.num_steps,
