@@ -70,17 +70,24 @@ def _ensure_repo_on_path():
     sys.path.insert(0, REPO_ROOT)
 
 
-def load_sweep(spec: str) -> List[Member]:
-  """The members of sweep file `spec` ('file.py' or 'file.py:arg'), checked for names."""
+def _call(spec: str, function: str, required: bool = True) -> Any:
+  """`function()` (or `function(arg)`) of sweep file `spec`; None if it has none and
+  it is not required."""
   path, _ = config_files.split_spec(spec)
   full = resolve_path(path)
   if full is None:
     raise SweepError(f"Sweep file {path} not found (looked in {REPO_ROOT} and {os.getcwd()}).")
   _ensure_repo_on_path()
   try:
-    result = config_files.load(spec, "get_sweep", full_path=full, shown=path)
+    return config_files.load(spec, function, full_path=full, shown=path, required=required)
   except config_files.ConfigFileError as e:
     raise SweepError(str(e)) from e
+
+
+def load_sweep(spec: str) -> List[Member]:
+  """The members of sweep file `spec` ('file.py' or 'file.py:arg'), checked for names."""
+  path, _ = config_files.split_spec(spec)
+  result = _call(spec, "get_sweep")
   found = _flatten(result if isinstance(result, (list, tuple)) else [result])
   bad = [m for m in found if not isinstance(m, Member)]
   if bad:
@@ -315,21 +322,12 @@ def load_resources(spec: str):
   """The SLURM resources a sweep file asks for: its optional `get_resources()` (or
   `get_resources(arg)` for 'file.py:arg'), a mapping of bn_inception/launch.py
   slurm_config() fields, e.g. {"gpus_per_node": 8}; {} when it has none."""
-  path, _ = config_files.split_spec(spec)
-  full = resolve_path(path)
-  if full is None:
-    raise SweepError(f"Sweep file {path} not found (looked in {REPO_ROOT} and {os.getcwd()}).")
-  _ensure_repo_on_path()
-  try:
-    fields = config_files.load(spec, "get_resources", full_path=full, shown=path,
-                               required=False)
-  except config_files.ConfigFileError as e:
-    raise SweepError(str(e)) from e
+  fields = _call(spec, "get_resources", required=False)
   if fields is None:
     return {}
   if not hasattr(fields, "items"):
-    raise SweepError(f"Sweep file {path}: get_resources() must return a mapping of "
-                     f"slurm fields, got {type(fields).__name__}.")
+    raise SweepError(f"Sweep file {config_files.split_spec(spec)[0]}: get_resources() must "
+                     f"return a mapping of slurm fields, got {type(fields).__name__}.")
   return dict(fields.items())
 
 

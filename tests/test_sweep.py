@@ -124,6 +124,9 @@ def test_bad_sweep_files(tmp_path):
     sweep_runner.resolve(Member("m", "configs/nope.py"))
   with pytest.raises(SweepError, match="'m': base config configs/mnist_fig1.py:typo could not"):
     sweep_runner.resolve(Member("m", "configs/mnist_fig1.py:typo"))
+  with pytest.raises(SweepError, match="get_resources\(\) must return a mapping of slurm "
+                     "fields, got list"):
+    sweep_runner.load_resources(write_sweep(tmp_path, "def get_resources():\n  return [8]"))
   # A ConfigDict base runs in-process only: it has no command line to print.
   c = mnist_fig1.get_config()
   r = sweep_runner.resolve(Member("cd", c, {"optim.learning_rate": 0.25}))
@@ -141,6 +144,16 @@ def test_shipped_sweep_files_load():
   runs = ["inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid"]
   paper = sweep_runner.load_sweep("configs/sweeps/lr_acceleration.py:cpu")
   assert [(m.name, m.config) for m in paper] == [(r, f"configs/{r}.py:cpu") for r in runs]
+  # The paper's full runs ask SLURM for one 8-GPU node each, 32 examples per GPU.
+  node = {"nodes": 1, "gpus_per_node": 8, "cpus_per_task": 8}
+  for sweep in ("lr_acceleration", "paper_ensemble"):
+    assert sweep_runner.load_resources(f"configs/sweeps/{sweep}.py") == node
+    assert sweep_runner.load_resources(f"configs/sweeps/{sweep}.py:cpu") == {}
+    full = [sweep_runner.resolve(m).config for m in
+            sweep_runner.load_sweep(f"configs/sweeps/{sweep}.py")[:1]]
+    assert full[0].train.batch_size == 32 * node["gpus_per_node"]
+    assert full[0].bn.stats_mode == "per_device"
+  assert sweep_runner.load_resources("configs/sweeps/mnist_fig1.py") == {}
   twin = sweep_runner.load_sweep("configs/sweeps/lr_acceleration_cpu.py")
   assert [(m.name, m.config) for m in twin] == [
       (r, f"configs/mnist_lr_acceleration.py:{r}") for r in runs]

@@ -126,7 +126,8 @@ def two_members(slurm, tmp_path_factory):
                                       'Member("no_bn", "configs/mnist_fig1.py:no_bn", TINY)')
   workdir = root / "jobs"
   t0 = time.time()
-  proc = sweep_cli(f"--sweep={spec}", f"--workdir={workdir}", "--launcher=slurm")
+  proc = sweep_cli(f"--sweep={spec}", f"--workdir={workdir}", "--launcher=slurm",
+                   "--slurm.signal_delay_s=20")  # over get_resources()' 30
   submit_s = time.time() - t0
   assert proc.returncode == 0, proc.stderr[-3000:]
   return spec, workdir, proc.stdout, submit_s
@@ -139,6 +140,12 @@ def test_two_member_sweep_as_jobs_matches_the_local_sweep(two_members, tmp_path)
   assert submitted.keys() == {"bn", "no_bn"}, out
   assert job_ids(workdir, submitted) == {n: [j] for n, j in submitted.items()}
   assert "1 node, 1 task(s)/node, 1 CPU(s)/task, 60 min per member" in out
+  # The sweep file's resources, with the command line's over them.
+  asked = json.loads((workdir / "sweep.json").read_text())["slurm"]
+  assert (asked["time_min"], asked["signal_delay_s"]) == (60, 20)
+  script = os.path.join(sweep_jobs.job_folder(str(workdir), "bn"),
+                        f"{submitted['bn']}_submission.sh")
+  assert "#SBATCH --signal=USR2@20" in open(script).read()
 
   # While they are queued or running, a second submission submits nothing.
   again = io.StringIO()
