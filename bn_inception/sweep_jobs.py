@@ -17,6 +17,7 @@ workdir lock, and for members with jobs the scheduler (sacct/squeue).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -27,6 +28,7 @@ from bn_inception import launch, sweep_runner
 from bn_inception.sweep import SweepError
 
 SLURM_FOLDER = "slurm"
+SUBMIT_LOCK = ".submit.lock"
 
 
 def job_folder(workdir: str, name: str) -> str:
@@ -73,15 +75,35 @@ def submit_sweep(spec: str, workdir: str, resources, only: Optional[Sequence[str
   (`sbatch --test-only`, SLURM's reason in one line), every member's overrides and
   directory (sweep_runner.prepare), and the scheduler's records of earlier jobs.
   """
-  from bn_inception import checkpoint as ckpt_lib
   out = out or sys.stdout
   workdir = _absolute_local(workdir)
   if max_failures < 1:
     raise SweepError(f"--max_failures={max_failures} must be at least 1.")
   launch.validate(resources, "sweep-check")
   resolved = sweep_runner.prepare(spec, workdir, only, slurm=resources.to_dict())
-  ids, states = _jobs(workdir, [r.name for r in resolved])
+  with _one_submitter(workdir):
+    plan = _plan(workdir, resolved, max_failures)
+    _submit(workdir, resolved, plan, resources, out)
+  return plan
 
+
+@contextlib.contextmanager
+def _one_submitter(workdir: str):
+  """Hold <workdir>/.submit.lock: two submissions of one sweep at once would each see
+  a member without a job; the second waits and then sees the first one's jobs."""
+  import fcntl
+  fd = os.open(os.path.join(workdir, SUBMIT_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)
+
+
+def _plan(workdir: str, resolved, max_failures: int) -> List[Submission]:
+  """What to do with each member, from its workdir, lock and jobs."""
+  from bn_inception import checkpoint as ckpt_lib
+  ids, states = _jobs(workdir, [r.name for r in resolved])
   plan: List[Submission] = []
   for r in resolved:
     run_dir, folder = sweep_runner.member_workdir(workdir, r.name), job_folder(workdir, r.name)
@@ -104,7 +126,11 @@ def submit_sweep(spec: str, workdir: str, resources, only: Optional[Sequence[str
       what = "starting" if status == "new" else f"resuming from step {step}"
       retry = f"; retry {len(failed)} of {max_failures - 1}" if failed else ""
       plan.append(Submission(r.name, "submitted", detail=f"{what} of {r.num_steps}{retry}"))
+  return plan
 
+
+def _submit(workdir: str, resolved, plan: Sequence[Submission], resources, out) -> None:
+  """Submit the members `plan` says to (setting their job ids); one line per member."""
   by_name = {r.name: r for r in resolved}
   for p in plan:
     if p.action == "submitted":
@@ -121,7 +147,6 @@ def submit_sweep(spec: str, workdir: str, resources, only: Optional[Sequence[str
     else:
       line = f"{p.detail}; not submitted."
     print(f"[sweep] {p.name}: {line}", file=out, flush=True)
-  return plan
 
 
 def cancel_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
