@@ -189,6 +189,7 @@ def test_two_member_sweep_as_jobs_matches_the_local_sweep(two_members, tmp_path)
   print(f"submit {submit_s:.1f} s")
 
 
+@pytest.mark.slow  # one more job, ~50 s on 2 shared cores
 def test_evaluation_as_a_job(two_members, tmp_path):
   """scripts/evaluate.py --launcher=slurm, run from another directory with a relative
   --output_dir: the job runs the same command there and its report gives the member's
