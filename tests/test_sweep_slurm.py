@@ -285,3 +285,39 @@ def test_queued_members_are_not_resubmitted_and_cancel_leaves_no_job(slurm, tmp_
   out = io.StringIO()
   assert sweep_jobs.cancel_sweep(spec, str(workdir), out=out) == {}
   assert out.getvalue() == f"[sweep] no pending or running jobs in {workdir}\n"
+
+
+@pytest.mark.slow  # ~90 s: a 2,000-step member, preempted once
+def test_preempted_member_is_requeued_and_resumes(slurm, tmp_path):
+  """The notice SLURM sends before a time limit (USR2): --status shows the member
+  requeued, a resubmission adds nothing, and the requeued job resumes to the end."""
+  if not HAVE_MNIST:
+    pytest.skip("MNIST not found beside the repo (set BN_INCEPTION_DATA)")
+  spec = write_sweep(tmp_path / "long.py", 'Member("m", "configs/mnist_fig1.py", {**TINY, '
+                     '"train.num_steps": 2000, "train.eval_every": 2000})')
+  workdir = tmp_path / "runs"
+  [p] = sweep_jobs.submit_sweep(spec, str(workdir), launch.resources(RESOURCES),
+                                out=io.StringIO())
+  t0 = time.time()
+  while not (launch.job_states([p.job_id])[p.job_id].state == "running" and
+             ckpt_lib.finished_steps(str(workdir / "m"))):
+    assert time.time() - t0 < 240, "no checkpoint after 240 s"
+    time.sleep(0.5)
+  subprocess.run(["scancel", "--signal=USR2", p.job_id], check=True)
+  seen = set()
+  while True:
+    [row] = sweep_jobs.status(spec, str(workdir))
+    seen.add((row.state, row.detail))
+    if row.state == "preempted+requeued" or row.detail == "requeued 1x":
+      break
+    assert time.time() - t0 < 300, f"not requeued: {seen}"
+    time.sleep(0.3)
+  plan = sweep_jobs.submit_sweep(spec, str(workdir), launch.resources(RESOURCES),
+                                 out=io.StringIO())
+  assert [(q.action, q.job_id) for q in plan] == [("active", p.job_id)]
+  states = wait_ended([p.job_id])
+  assert (states[p.job_id].state, states[p.job_id].restarts) == ("completed", 1)
+  [row] = sweep_jobs.status(spec, str(workdir))
+  assert (row.state, row.job, row.step) == ("finished", p.job_id, 2000)
+  out = open(launch.log_paths(sweep_jobs.job_folder(str(workdir), "m"), p.job_id)[0]).read()
+  assert sum(line.startswith("preempted at step") for line in out.splitlines()) == 1
