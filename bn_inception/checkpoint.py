@@ -145,6 +145,17 @@ def config_path(workdir: str) -> str:
   return os.path.join(workdir, CONFIG_FILE)
 
 
+def split_step(text: str) -> Tuple[str, Optional[int]]:
+  """'workdir' -> (workdir, None); 'workdir@STEP' -> (workdir, STEP): how a run and
+  one of its checkpoints are named on command lines (evaluation, fine-tuning)."""
+  head, sep, tail = text.strip().rpartition("@")
+  if sep and tail.isdigit():
+    return head, int(tail)
+  if sep and not tail.isdigit() and "/" not in tail:
+    raise ValueError(f"{text!r}: write <workdir> or <workdir>@<step> (a whole number).")
+  return text.strip(), None
+
+
 def is_workdir(path: str) -> bool:
   """Whether `path` holds a training run (its config.json)."""
   return epath.Path(config_path(path)).exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any, Callable, Dict, Optional
 
 import jax
@@ -43,7 +42,11 @@ class NonFiniteError(Exception):
 
 
 def create_train_state(model, tx, image_shape, rng) -> TrainState:
-  variables = models.init_variables(model, image_shape, rng)
+  return train_state_of(model, tx, models.init_variables(model, image_shape, rng))
+
+
+def train_state_of(model, tx, variables: dict) -> TrainState:
+  """A step-0 TrainState holding `variables` (params, BN statistics), fresh optimizer."""
   return TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get(BATCH_STATS, {}),
@@ -128,7 +131,8 @@ class Trainer:
     self.model = models.create_model(config, bn_group_size=group)
     self.tx, self.schedule = optim.create_optimizer(
         config.optim, config.train.num_steps,
-        steps_per_epoch=self.source.num_train_examples / config.train.batch_size)
+        steps_per_epoch=self.source.num_train_examples / config.train.batch_size,
+        decay_exempt=models.weight_decay_exempt(config))
     self.base_rng = dropout_rng(config.seed)
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
@@ -249,7 +253,10 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
   writer = metrics_lib.create_writer(workdir)
   if restored is None:
     state = trainer.init_state()
-    logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
+    if tc.get("init_from"):  # fine-tuning; a resume (above) takes precedence
+      state = init_from(trainer, state, tc.init_from)
+    else:
+      logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
   else:
     state, meta = restored
     state = jax.device_put(state, trainer.state_sharding)
@@ -320,3 +327,51 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
     print(msg, flush=True)
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuning: config.train.init_from (README, "Reference weights").
+
+CLASSIFIER = "logits"  # every model's classifier; re-initialised when num_classes differs
+
+
+def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
+  """`state` (fresh: step 0, new optimizer) with the parameters and BN statistics of
+  the run `spec` = 'workdir' or 'workdir@step' (restored and verified like every
+  checkpoint); its classifier is kept fresh when the number of classes differs."""
+  workdir, step = ckpt_lib.split_step(spec)
+  config = trainer.config
+  source = ckpt_lib.read_config(workdir)
+  if source.model.name != config.model.name:
+    raise ValueError(f"train.init_from={spec!r} holds a {source.model.name!r} model, this "
+                     f"run trains {config.model.name!r}.")
+  model = models.create_model(source)
+  abstract = jax.eval_shape(lambda: models.init_variables(model, trainer.source.image_shape,
+                                                          jax.random.key(0)))
+  checkpointer = ckpt_lib.Checkpointer(workdir)
+  try:
+    variables, restored_step = checkpointer.restore_variables(
+        abstract, sharding.replicated(trainer.mesh), step)
+  except ckpt_lib.CheckpointError as e:
+    raise ckpt_lib.CheckpointError(f"train.init_from={spec!r}: {e}") from e
+  finally:
+    checkpointer.close()
+  params, batch_stats = dict(variables["params"]), variables.get(BATCH_STATS, {})
+  new_head = source.model.num_classes != config.model.num_classes
+  if new_head:
+    params[CLASSIFIER] = state.params[CLASSIFIER]
+  lines = ckpt_lib.shape_mismatches({"params": params, BATCH_STATS: batch_stats},
+                                    {"params": state.params, BATCH_STATS: state.batch_stats})
+  if lines:
+    raise ckpt_lib.CheckpointError(
+        f"train.init_from={spec!r} does not fit this model:\n" + "\n".join(lines[:20]) +
+        "\nFine-tuning keeps the network (only model.num_classes may differ).")
+  msg = (f"Initialised parameters and BN statistics from {workdir} step {restored_step}; "
+         f"fresh optimizer from step 0" +
+         (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
+          f"has {source.model.num_classes})" if new_head else "") + ".")
+  logging.info(msg)
+  print(msg, flush=True)
+  return state.replace(
+      params=jax.device_put(params, trainer.state_sharding.params),
+      batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))

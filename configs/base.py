@@ -71,4 +71,9 @@ def get_config():
   # the next log/checkpoint point, before any save; 'skip': count it and go on.
   c.train.nonfinite_policy = "stop"
   c.train.inject_nonfinite_at_step = -1  # test fault: make step k's loss inf (-1: off)
+  # Fine-tuning: '<workdir>' or '<workdir>@<step>' (a run, or a TF-slim import from
+  # scripts/import_checkpoint.py) whose parameters and BN statistics start this run
+  # at step 0 with a fresh optimizer; the classifier is re-initialised when
+  # model.num_classes differs. Ignored once this workdir has its own checkpoints.
+  c.train.init_from = ""
   return c

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from bn_inception.batchnorm import BATCH_STATS, BatchNorm
 
@@ -56,3 +56,16 @@ def create_model(config, bn_group_size: Optional[int] = None):
     return create_mini_inception(config.model, make_norm(config.bn, bn_group_size))
   raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp, bn_inception, "
                    "mini_inception.")
+
+
+def weight_decay_exempt(config) -> Tuple[str, ...]:
+  """Top-level modules of the model whose kernels get no L2 weight decay."""
+  name = config.model.name
+  if name == "bn_inception":
+    from bn_inception.models.inception import weight_decay_exempt as exempt
+    return exempt(config.model)
+  if name == "mini_inception":
+    from bn_inception.models.inception import weight_decay_exempt as exempt
+    from bn_inception.models.mini_inception import mini_table
+    return exempt(config.model, mini_table())
+  return ()
