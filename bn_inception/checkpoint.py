@@ -106,6 +106,28 @@ def workdir_lock(workdir: str):
     os.close(fd)  # releases the lock
 
 
+def workdir_holder(workdir: str) -> Optional[str]:
+  """Who holds `<workdir>/.lock` now ('pid 12 on host since ...'), or None when no live
+  training run does. A probe: it takes the lock for an instant and gives it back, so a
+  run starting at that very instant could be refused (and would say so)."""
+  try:
+    import fcntl
+  except ImportError:
+    return None
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
+  except OSError:  # no lock file (never trained here), or not a local path
+    return None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown process"
+    return None
+  finally:
+    os.close(fd)
+
+
 def flat(tree) -> Dict[str, Any]:
   """{'section.field': value} of a nested config (ConfigDict, dict, or its JSON form)."""
   if hasattr(tree, "to_dict"):
@@ -253,6 +275,15 @@ def finished_steps(workdir: str) -> List[int]:
   if not directory.exists():
     return []
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def saved_time(workdir: str, step: int) -> Optional[float]:
+  """When checkpoint `step` of a workdir was committed (its folder's mtime), or None."""
+  path = epath.Path(workdir) / CHECKPOINT_DIR / str(step)
+  try:
+    return path.stat().mtime
+  except (FileNotFoundError, OSError):
+    return None
 
 
 def _path_str(path) -> str:
