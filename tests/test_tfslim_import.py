@@ -21,7 +21,7 @@ tf = pytest.importorskip("tensorflow")
 
 from bn_inception import models, tfslim  # noqa: E402
 from bn_inception.data import augment  # noqa: E402
-from bn_inception.data.base import default_data_root  # noqa: E402
+from bn_inception.schema import default_data_root  # noqa: E402
 from configs import bn_x30  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
