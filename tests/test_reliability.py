@@ -421,6 +421,7 @@ def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, ca
   from configs import mnist_fig1
   config = mnist_fig1.get_config()
   ckpt_lib.check_or_save_config(str(tmp_path), config)
+  (tmp_path / "checkpoints" / "20").mkdir(parents=True)  # a run exists (see the retry rule)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["optim"]["momentum"]            # as if written before the field existed
   saved["train"]["retired_field"] = 1       # and a field the code no longer has
