@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, progress  # noqa: E402
 from bn_inception.data import create_source, imagenet  # noqa: E402
 
 _DATA = config_flags.DEFINE_config_dict("data", imagenet.imagenet_data_config())
@@ -35,7 +35,9 @@ def measure(data_config, batch_size: int, num_batches: int, split: str) -> dict:
   next(batches)
   first = time.perf_counter() - start
   start, n = time.perf_counter(), 0
-  for _, batch in zip(range(num_batches), batches):
+  timed = progress.track(zip(range(num_batches), batches), f"{split} batches", num_batches,
+                         "batches")
+  for _, batch in timed:
     n += len(batch["label"])
   seconds = time.perf_counter() - start
   return {"split": split, "image_size": data_config.image_size, "batch_size": batch_size,
