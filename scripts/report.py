@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, progress  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
 _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
@@ -38,6 +38,8 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  progress.setup_console()
+  cli.quiet_library_logs()
   cli.run_main(run)
 
 

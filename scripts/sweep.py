@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, progress  # noqa: E402
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, configs/sweeps/<name>.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory; member <name> runs in <workdir>/<name>.")
@@ -46,6 +46,7 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  progress.setup_console()
   cli.quiet_library_logs()  # (no TensorFlow here: only the members' processes feed data)
   cli.run_main(run)
 
