@@ -356,26 +356,10 @@ class _TrainConsole:
       parts.append(f"{int(nonfinite)} non-finite step(s) skipped")
     emit("  ".join(parts))
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
+  def __getattr__(self, name):
+    if name.startswith("write_"):  # images, histograms, hparams, ...: not for the console
+      return lambda *args, **kwargs: None
+    raise AttributeError(name)
 
   def flush(self):
     if self.pending is not None:

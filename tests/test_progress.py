@@ -103,18 +103,23 @@ def test_train_console_line_from_the_loops_scalars(capsys, progress_settings):
   assert len(sink.rows) == 5
 
 
-def test_training_console_is_readable_and_the_log_file_keeps_everything(tmp_path):
-  workdir = tmp_path / "tiny"
+def _train_tiny_mnist(workdir, *args):
+  """scripts/train.py on MNIST with a tiny network, as a user runs it."""
   env = dict(os.environ, BN_INCEPTION_DATA=os.environ.get(
       "BN_INCEPTION_DATA", os.path.join(os.path.dirname(REPO), "shared", "data")))
   proc = subprocess.run(
       [sys.executable, "scripts/train.py", "--config=configs/mnist_fig1.py",
        f"--workdir={workdir}", "--config.model.hidden_units=(8, 8)",
-       "--config.train.num_steps=300", "--config.train.log_every=100",
-       "--config.train.eval_every=150", "--config.train.checkpoint_every=300",
-       "--config.train.eval_batch_size=2500"],
+       "--config.train.checkpoint_every=300", "--config.train.eval_batch_size=2500", *args],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
+  return proc
+
+
+def test_training_console_is_readable_and_the_log_file_keeps_everything(tmp_path):
+  workdir = tmp_path / "tiny"
+  proc = _train_tiny_mnist(workdir, "--config.train.num_steps=300",
+                           "--config.train.log_every=100", "--config.train.eval_every=150")
   console = proc.stdout + proc.stderr
   assert not PY_LOG_PREFIX.findall(console), console
   steps = re.findall(r"^tiny  step ([\d,]+)/300  loss \d\.\d{4}  acc \d\.\d{4}  [\d,]+ img/s  "
@@ -132,15 +137,9 @@ def test_training_console_is_readable_and_the_log_file_keeps_everything(tmp_path
 
 @pytest.mark.slow
 def test_verbosity_brings_back_the_full_console(tmp_path):
-  env = dict(os.environ, BN_INCEPTION_DATA=os.environ.get(
-      "BN_INCEPTION_DATA", os.path.join(os.path.dirname(REPO), "shared", "data")))
-  proc = subprocess.run(
-      [sys.executable, "scripts/train.py", "--config=configs/mnist_fig1.py",
-       f"--workdir={tmp_path / 'w'}", "--config.model.hidden_units=(8,)",
-       "--config.train.num_steps=100", "--config.train.log_every=50",
-       "--config.train.eval_every=100", "--config.train.eval_batch_size=2500",
-       "--verbosity=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+  proc = _train_tiny_mnist(tmp_path / "w", "--config.train.num_steps=100",
+                           "--config.train.log_every=50", "--config.train.eval_every=100",
+                           "--verbosity=0")
   assert "logging_writer.py" in proc.stderr
   assert re.search(r"progress\.py:\d+\] w  step 100/100", proc.stderr)
 
