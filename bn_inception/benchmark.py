@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 import jax
 
-from bn_inception import sharding, train
+from bn_inception import progress, sharding, train
 from bn_inception.data import DataError, create_source
 from bn_inception.data.factory import without_files
 from bn_inception.data.synthetic import SyntheticSource
@@ -67,10 +67,10 @@ def _peak_memory() -> Optional[int]:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def time_windows(fn, windows: int, steps: int) -> list[float]:
+def time_windows(fn, windows: int, steps: int, desc: str = "timed windows") -> list[float]:
   """Calls per second in each of `windows` windows of `steps` calls."""
   rates = []
-  for _ in range(windows):
+  for _ in progress.track(range(windows), desc, windows, "windows"):
     start = time.perf_counter()
     out = None
     for _ in range(steps):
@@ -117,10 +117,10 @@ def benchmark_steps(config, windows: int = 5, steps: int = 10, warmup: int = 2,
     return m
 
   with _no_gc():
-    train_rates = time_windows(one_step, windows, steps)
+    train_rates = time_windows(one_step, windows, steps, "train step windows")
   _block(trainer.eval_step(holder["state"], eval_batch))
   eval_rates = time_windows(lambda: trainer.eval_step(holder["state"], eval_batch),
-                            max(2, windows // 2), steps)
+                            max(2, windows // 2), steps, "eval step windows")
   steps_per_s = statistics.median(train_rates)
   dtype = config.model.dtype
   peak = peak_flops_per_device(dtype, peak_flops)
@@ -153,7 +153,8 @@ def benchmark_input(config, num_batches: int = 20, warmup: int = 2) -> Dict:
     pass
   start = time.perf_counter()
   n = 0
-  for batch in itertools.islice(it, num_batches):
+  for batch in progress.track(itertools.islice(it, num_batches), "input pipeline batches",
+                              num_batches, "batches"):
     n += len(batch["label"])
   seconds = time.perf_counter() - start
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
