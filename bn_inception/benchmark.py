@@ -9,6 +9,7 @@ real data source.
 from __future__ import annotations
 
 import contextlib
+import logging
 import itertools
 import os
 import statistics
@@ -86,7 +87,7 @@ def synthetic_like(config) -> SyntheticSource:
     real = create_source(config.data)
     shape, classes = real.image_shape, real.num_classes
   except DataError as e:
-    print(f"({e.__class__.__name__}: {str(e)[:120]}...; using the model's input shape)")
+    logging.warning("%s: %s...; using the model's input shape", type(e).__name__, str(e)[:120])
     shape, classes = _image_shape(config), config.model.num_classes
     real = without_files(config.data, classes)
   return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std,

@@ -267,8 +267,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def _warn(msg: str) -> None:
-  logging.warning(msg)
-  print(f"WARNING: {msg}", flush=True)
+  logging.warning(msg)  # the console shows it (progress.setup_console), log.txt keeps it
 
 
 def finished_steps(workdir: str) -> List[int]:

@@ -359,7 +359,6 @@ def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
          (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
           f"has {source.model.num_classes})" if new_head else "") + ".")
   logging.info(msg)
-  print(msg, flush=True)
   return state.replace(
       params=jax.device_put(params, trainer.state_sharding.params),
       batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))
