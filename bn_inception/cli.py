@@ -1,4 +1,4 @@
-"""Shared bits of the absl entry points: one-line errors, quiet logs, TF off the GPUs."""
+"""Shared bits of the absl entry points: one-line errors, a readable console, TF off the GPUs."""
 
 from __future__ import annotations
 
@@ -6,21 +6,30 @@ import errno
 import os
 import sys
 
+from bn_inception import progress
 from bn_inception.signals import Stopped, StopSignals
 
 USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
 DISK_FULL_EXIT = 3   # no space left on the device (docs/reliability.md)
 
-
-def user_errors() -> tuple:
-  """Errors a user can fix: printed as one message, exit status 2, no traceback.
-  (Imported when needed: this module must load before JAX, so that a signal during
-  the start-up of an entry point is already handled.)"""
+def _user_errors() -> tuple:
+  """Errors a user can fix: printed as one message, exit code 2, no traceback.
+  Imported on first use, so --help and flag errors load no JAX or TensorFlow."""
   from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
   from bn_inception.data import DataError
+  return (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
+          FileNotFoundError)
+
+
+def _non_finite_error() -> type:
   from bn_inception.train import NonFiniteError
-  return (DataError, CheckpointError, WorkdirConfigError, NonFiniteError, ValueError,
-          KeyError, FileNotFoundError)
+  return NonFiniteError
+
+
+def __getattr__(name: str):
+  if name == "USER_ERRORS":  # cli.USER_ERRORS, resolved on first use (see _user_errors)
+    return _user_errors()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def disk_full(e: BaseException) -> bool:
@@ -31,10 +40,23 @@ def disk_full(e: BaseException) -> bool:
     seen.add(id(e))
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
       return True
-    if "No space left on device" in str(e) or "RESOURCE_EXHAUSTED: Disk" in str(e):
+    if "No space left on device" in str(e):
       return True
     e = e.__cause__ or e.__context__
   return False
+
+
+def _path_written(e: BaseException):
+  """The file a failed write names (OSError.filename, or tensorstore's text)."""
+  import re
+  while e is not None:
+    if isinstance(e, OSError) and e.filename:
+      return e.filename
+    found = re.search(r'Failed writing: "([^"]+)"', str(e))
+    if found:
+      return found.group(1)
+    e = e.__cause__ or e.__context__
+  return None
 
 
 class _DropChattyLibraries:
@@ -77,19 +99,6 @@ def _fail(msg: str, status: int):
   sys.exit(status)
 
 
-def _path_written(e: BaseException):
-  """The file a failed write names (OSError.filename, or tensorstore's text)."""
-  import re
-  while e is not None:
-    if isinstance(e, OSError) and e.filename:
-      return e.filename
-    found = re.search(r'Failed writing: "([^"]+)"', str(e))
-    if found:
-      return found.group(1)
-    e = e.__cause__ or e.__context__
-  return None
-
-
 def run_main(fn, *args, **kwargs):
   """Call fn; turn a user error into one clear line on stderr and exit status 2, a
   full disk into one line and exit status 3 (its own: the input was fine)."""
@@ -103,7 +112,7 @@ def run_main(fn, *args, **kwargs):
       _fail(f"no space left on the device{f' (writing {where})' if where else ''}. Free "
             "space and rerun the same command: it resumes from the last complete "
             "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT)
-    if not isinstance(e, user_errors()):
+    if not isinstance(e, _user_errors() + (_non_finite_error(),)):  # imported only now
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     _fail(msg, USER_ERROR_EXIT)
@@ -173,12 +182,14 @@ def _flag_text(argv, name: str):
 
 def absl_main(run_fn):
   """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
-  chatty library logs dropped, and user errors as one line (`run_main`)."""
+  the readable console (`progress.setup_console`), chatty library logs dropped, and
+  user errors as one line (`run_main`)."""
   def main(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
             file=sys.stderr, flush=True)
       sys.exit(2)
+    progress.setup_console()
     hide_gpus_from_tensorflow()
     quiet_library_logs()
     return run_main(run_fn)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import jax
 import optax
 from flax import traverse_util
 

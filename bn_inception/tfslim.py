@@ -139,7 +139,7 @@ def import_variables(get: Callable[[str], np.ndarray], shapes: Mapping[str, Sequ
   if abs(bn_epsilon - EPSILON) > 1e-12:
     raise TfslimImportError(f"bn.epsilon={bn_epsilon} but TF-slim's inception_v2 normalises "
                             f"with {EPSILON}; set --config.bn.epsilon={EPSILON}.")
-  if m.get("per_activation_bn_last", False):
+  if m.per_activation_bn_last:
     raise TfslimImportError("model.per_activation_bn_last=True has no TF-slim counterpart.")
   read = _Reader(get, shapes, where)
   wanted = traverse_util.flatten_dict(
@@ -288,9 +288,9 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
       checkpointer.wait()
     finally:
       checkpointer.close()
-  folded = config.model.get("first_conv_bn", True) and not any(
+  folded = config.model.first_conv_bn and not any(
       k.startswith(f"{SCOPE}/{STEM[('conv1', 'conv')]}/BatchNorm/") for k in shapes)
   return {"variables": len(jax.tree.leaves(variables)), "label_offset": int(offset),
           "conv1_bias_folded": bool(folded),
-          "gamma_set_to_one": bool(config.model.get("bn_scale", True)) and not any(
+          "gamma_set_to_one": bool(config.model.bn_scale) and not any(
               k.endswith("/BatchNorm/gamma") for k in shapes)}

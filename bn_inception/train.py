@@ -17,19 +17,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import periodic_actions
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import config_checks
 from bn_inception import metrics as metrics_lib
-from bn_inception import faults, models, optim, sharding
+from bn_inception import models, optim, progress, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
-from bn_inception.models.mlp import PROBES
+from bn_inception.models import RECORDED, state_variables
 from bn_inception.signals import StopSignals, Stopped
-
-PERCENTILES = (15, 50, 85)  # Figure 1(b, c)
 
 
 class TrainState(train_state.TrainState):
@@ -57,15 +54,7 @@ def train_state_of(model, tx, variables: dict) -> TrainState:
       first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def _variables(state: TrainState) -> dict:
-  v = {"params": state.params}
-  if state.batch_stats:
-    v[BATCH_STATS] = state.batch_stats
-  return v
-
-
-def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable,
-               base_rng, loss_scale_fn: Optional[Callable] = None):
+def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable, base_rng):
   """One SGD step. The dropout stream is a function of (seed, step)."""
   images = train_inputs(batch)
   labels = batch["label"]
@@ -73,11 +62,9 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
   def loss_fn(params):
     logits, mutated = state.apply_fn(
-        {**_variables(state), "params": params}, images, train=True,
+        {**state_variables(state), "params": params}, images, train=True,
         rngs={"dropout": rng}, mutable=[BATCH_STATS])
     loss = metrics_lib.cross_entropy(logits, labels).mean()
-    if loss_scale_fn is not None:
-      loss = loss * loss_scale_fn(state.step)
     return loss, (logits, mutated.get(BATCH_STATS, {}))
 
   (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -99,12 +86,12 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
 
 def eval_step(state: TrainState, batch, *, normalize: Callable):
-  """Masked metrics over one padded batch, plus any probes the model writes."""
-  logits, mutated = state.apply_fn(_variables(state), normalize(batch["image"]),
-                                   train=False, mutable=[PROBES])
+  """Masked metrics over one padded batch, plus whatever the model records."""
+  logits, mutated = state.apply_fn(state_variables(state), normalize(batch["image"]),
+                                   train=False, mutable=[RECORDED])
   outputs = metrics_lib.eval_outputs(logits, batch["label"])
   metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)
-  return metrics, mutated.get(PROBES, {})
+  return metrics, mutated.get(RECORDED, {})
 
 
 def moments_step(variables, batch, *, apply_fn: Callable, train_inputs: Callable, base_rng):
@@ -151,14 +138,9 @@ class Trainer:
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
-    poison = config.train.get("inject_nonfinite_at_step", -1)
-    loss_scale_fn = None
-    if poison >= 0:  # fault injection for the reliability tests
-      loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
     self.train_step = jax.jit(
         functools.partial(train_step, train_inputs=self.source.train_inputs,
-                          schedule=self.schedule, base_rng=self.base_rng,
-                          loss_scale_fn=loss_scale_fn),
+                          schedule=self.schedule, base_rng=self.base_rng),
         in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
         donate_argnums=0)
     self.eval_step = jax.jit(
@@ -179,31 +161,36 @@ class Trainer:
     return sharding.device_batches(local, self.mesh)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
-    """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
-    total, probes, masks = None, [], []
+    """Metrics over EVERY eval example exactly once (padded, masked last batch).
+
+    Per-example values the model records (models.RECORDED) are summarised by the
+    percentiles in `config.model.record_percentiles`, as eval/<collection>/<name>/p<q>.
+    """
+    total, recorded, masks = None, [], []
     for local in self.source.eval_batches(self.config.train.eval_batch_size,
                                           jax.process_index(), jax.process_count()):
       batch = sharding.global_batch(local, self.mesh)
-      m, p = self.eval_step(state, batch)
+      m, r = self.eval_step(state, batch)
       total = m if total is None else total.merge(m)
-      if p:
-        probes.append(p)
+      if r:
+        recorded.append(r)
         masks.append(batch["mask"])
     out = {f"eval/{k}": float(v) for k, v in total.compute().items()}
     out["eval/num_examples"] = int(total.accuracy.count)
-    if probes:
+    if recorded:
+      quantiles = tuple(self.config.model.record_percentiles)
       mask = _to_host(masks)
-      for name in probes[0]:
-        values = _to_host([p[name] for p in probes])[mask]
-        for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
-          out[f"eval/probe/{name}/p{q}"] = float(v)
+      for name in recorded[0]:
+        values = _to_host([r[name] for r in recorded])[mask]
+        for q, v in zip(quantiles, np.percentile(values, quantiles)):
+          out[f"eval/{RECORDED}/{name}/p{q}"] = float(v)
     return out
 
   def population_statistics(self, state: TrainState, num_batches: int,
                             start_step: int = 0) -> TrainState:
     """Replace the moving averages with exact averages over `num_batches` training batches."""
     batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
-    variables, _ = population_statistics(self.moments_step, _variables(state), batches)
+    variables, _ = population_statistics(self.moments_step, state_variables(state), batches)
     return state.replace(batch_stats=variables[BATCH_STATS])
 
 
@@ -268,8 +255,9 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
       stop.check()
       ckpt_lib.check_or_save_config(workdir, config, save=False)
       trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
-      with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir
-        tc = config.train
+      tc = config.train
+      # One trainer per workdir; its full log lines go to <workdir>/log.txt.
+      with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
         checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every,
                                             tc.keep_checkpoints, owner=True)
         try:  # on any error, still finish (commit) a checkpoint already being written
@@ -309,7 +297,7 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
           f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
           f"--workdir. Nothing was changed.")
     # Checkpoints written before these records existed have neither.
-    if meta.get("train_metrics") is not None:  # the partial train/* averages (item 8)
+    if meta.get("train_metrics") is not None:  # the partial train/* averages
       train_metrics = metrics_lib.collection_from_json(metrics_lib.TrainMetrics,
                                                       meta["train_metrics"])
     eval_pending = bool(meta.get("eval_pending", False))
@@ -344,18 +332,19 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
             # step that a stop skipped (the resumed run does it first).
             "train_metrics": _metrics_meta(train_metrics), "eval_pending": eval_pending}
 
-  report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
-                                           every_steps=tc.log_every, every_secs=None)
+  # clu's ReportProgress (steps/s to the writers) and one console line per log step.
+  report = progress.TrainProgress(
+      writer, name=os.path.basename(os.path.normpath(workdir)), num_steps=tc.num_steps,
+      batch_size=tc.batch_size, log_every=tc.log_every, eval_every=tc.eval_every,
+      start_step=start, show=jax.process_index() == 0)
+  writer = report.writer
   last_eval: Dict[str, float] = {}
   if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or eval_pending:
     last_eval = trainer.evaluate(state)
     writer.write_scalars(start, last_eval)
 
-  after_step = faults.step_hook()
   for step in range(start + 1, tc.num_steps + 1):
     state, m = trainer.train_step(state, next(batches))
-    if after_step:
-      after_step()
     train_metrics = m if train_metrics is None else train_metrics.merge(m)
     report(step)
     if step % tc.log_every == 0 or step == tc.num_steps:
@@ -376,18 +365,16 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
     if stopping:
       checkpointer.wait()
       writer.flush()
-      msg = f"preempted at step {step}; rerun the same command to resume"
-      logging.warning(msg)
-      print(msg, flush=True)
+      report.close()
+      logging.warning("preempted at step %d; rerun the same command to resume", step)
       return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
   writer.flush()
+  report.close()
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'
-    msg = (f"{skipped} training step(s) had a non-finite loss or gradients and were skipped "
-           f"(first: step {int(state.first_nonfinite_step)}).")
-    logging.warning(msg)
-    print(msg, flush=True)
+    logging.warning("%d training step(s) had a non-finite loss or gradients and were skipped "
+                    "(first: step %d).", skipped, int(state.first_nonfinite_step))
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
 
@@ -434,7 +421,6 @@ def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
          (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
           f"has {source.model.num_classes})" if new_head else "") + ".")
   logging.info(msg)
-  print(msg, flush=True)
   return state.replace(
       params=jax.device_put(params, trainer.state_sharding.params),
       batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))

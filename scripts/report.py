@@ -9,14 +9,9 @@ maximum (the paper's 72.2% is Inception's maximum, Figure 3). --paper adds the
 paper's Figure 3 numbers (ImageNet steps) beside members named like its networks.
 """
 
-import os
-import sys
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, progress
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
 _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
@@ -38,6 +33,8 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  progress.setup_console()
+  cli.quiet_library_logs()
   cli.run_main(run)
 
 

@@ -117,13 +117,15 @@ def finished(tmp_path_factory):
 
 
 def snapshot(root: Path) -> dict:
-  """Every path under `root` with its content hash (folders: None); the lock file's
-  holder line, rewritten by any launch that takes the lock, is left out."""
+  """Every path under `root` with its content hash (folders: None). In a workdir that
+  existed before, the lock file's holder line and the log (`log.txt`), which every
+  launch that takes the lock writes, are left out: neither is run data. A new
+  workdir must not exist afterwards at all (the snapshot is then empty)."""
   if not root.exists():
     return {}
   out = {".": None}
   for p in sorted(root.rglob("*")):
-    if p.name == ".lock":
+    if p.name in (".lock", "log.txt"):
       continue
     out[str(p.relative_to(root))] = (hashlib.sha1(p.read_bytes()).hexdigest()
                                      if p.is_file() else None)

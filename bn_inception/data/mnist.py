@@ -9,7 +9,8 @@ import zlib
 
 import numpy as np
 
-from bn_inception.data.base import DataError, InMemorySource, default_data_root
+from bn_inception.data.base import DataError, InMemorySource
+from bn_inception.schema import default_data_root
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -120,7 +121,7 @@ def resolve_data_dir(data_dir: str) -> str | None:
 
 
 def create(config) -> InMemorySource:
-  """`config.data` fields: data_dir, download_if_missing, shuffle."""
+  """`config.data` (see schema.mnist_data_config) -> the MNIST source."""
   data_dir = resolve_data_dir(config.data_dir)
   if data_dir is not None:
     arrays = load_idx_dir(data_dir)
@@ -139,7 +140,7 @@ def create(config) -> InMemorySource:
     print(f"MNIST IDX files not found at {os.path.abspath(default)}; falling back to "
           f"the standard tfds download of 'mnist'. {_HOW_TO_POINT}", flush=True)
     try:
-      arrays = load_tfds(config.get("tfds_data_dir") or None)
+      arrays = load_tfds(config.tfds_data_dir or None)
     except Exception as e:  # tfds raises many kinds; one message is what matters.
       raise DataError(f"MNIST not found at {os.path.abspath(default)} and the tfds "
                       f"download failed ({type(e).__name__}: {str(e)[:200]}). "

@@ -58,44 +58,13 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import ml_collections
 
-from bn_inception.models.mlp import activation_fn
+from bn_inception.models.mlp import activation_fn, compute_dtype
 
 INTERMEDIATES = "intermediates"  # when mutable, gets {ROW_OUTPUTS: {row name: its output}}
 ROW_OUTPUTS = "row_outputs"
 DEPTH_MULTIPLIER = 8             # the separable first convolution (Appendix; also TF-slim's)
 PER_ACTIVATION_BN_ROWS = ("inception_5b",)  # the "last hidden layers" of Sec. 4.2.3
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def inception_model_config() -> ml_collections.ConfigDict:
-  """`config.model` for BN-Inception (Sec. 4.2); the paper configs start from this.
-
-  The Inception baseline of Sec. 4.2 is the same network with bn.enabled=False,
-  lrn=True and dropout_rate=0.4 (GoogLeNet's).
-  """
-  m = ml_collections.ConfigDict()
-  m.name = "bn_inception"
-  m.num_classes = 1000
-  m.image_size = 224               # only for the summary; the model takes any H x W
-  m.activation = "relu"            # 'relu' | 'sigmoid' (BN-x5-Sigmoid, Sec. 4.2.2)
-  m.pool_projection_4cd = 96       # 96: printed outputs 576 (as TF-slim); 128: printed proj column
-  m.first_conv = "separable"       # 'separable' (depth multiplier 8, Appendix) | 'plain'
-  m.dropout_rate = 0.0             # before the classifier; Sec. 4.2.1 removes it with BN
-  m.lrn = False                    # GoogLeNet's LRN after pool1 and conv2; Sec. 4.2.1 removes it
-  m.lrn_depth_radius = 2           # GoogLeNet/Caffe: local_size 5, alpha 1e-4, beta 0.75, k 1
-  m.lrn_bias = 1.0                 # out = x / (bias + alpha * sum_{|d'-d|<=r} x_d'^2)^beta
-  m.lrn_alpha = 2e-5               # Caffe's alpha / local_size
-  m.lrn_beta = 0.75
-  m.dtype = "float32"              # compute dtype; params and BN statistics stay float32
-  m.init_scale = 1.0               # multiplies every initial weight (Sec. 4.2.3 ensemble)
-  m.per_activation_bn_last = False  # per-activation BN in inception 5b (Sec. 4.2.3 ensemble)
-  # TF-slim's inception_v2 is bn_scale=False, first_conv_bn=False (README, "Reference weights").
-  m.bn_scale = True                # gamma in every BN (Alg. 1); False: beta only (TF-slim)
-  m.first_conv_bn = True           # BN after conv1 (Sec. 3.2); False: conv1 has a bias, no BN
-  #                                  and no L2 weight decay (TF-slim's Conv2d_1a_7x7)
-  return m
 
 
 # ----------------------------------------------------------------------------
@@ -370,35 +339,37 @@ class Inception(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
-def create_inception(model_config, norm: Optional[Callable],
-                     table: Optional[Tuple] = None) -> Inception:
-  """The model for `config.model` (fields of `inception_model_config`); `table`
-  replaces Figure 5 (e.g. the reduced table of models/mini_inception.py)."""
+def create_inception(model_config, norm: Optional[Callable]) -> Inception:
+  """BN-Inception for `config.model` (schema.inception_model_config)."""
   m = model_config
-  per_activation = m.get("per_activation_bn_last", False)
+  if m.per_activation_bn_last and norm is None:
+    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
+  return build_inception(
+      m, norm, figure5_table(m.pool_projection_4cd, m.first_conv),
+      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last else ())
+
+
+def build_inception(model_config, norm: Optional[Callable], table: Tuple[Row, ...],
+                    per_activation_bn_rows: Tuple[str, ...] = ()) -> Inception:
+  """The network of `table` (Figure 5, or e.g. the reduced table of
+  models/mini_inception.py) with the unit and classifier knobs of `config.model`."""
+  m = model_config
   if m.activation not in ("relu", "sigmoid"):
     raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
-  if m.dtype not in DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {m.dtype!r}.")
   if not 0.0 <= m.dropout_rate < 1.0:
     raise ValueError(f"model.dropout_rate must be in [0, 1), not {m.dropout_rate!r}.")
   if m.init_scale <= 0:
     raise ValueError(f"model.init_scale must be positive, not {m.init_scale!r}.")
-  if per_activation and norm is None:
-    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
-  first_conv_bn = m.get("first_conv_bn", True)
-  if not first_conv_bn and norm is None:
+  if not m.first_conv_bn and norm is None:
     raise ValueError("model.first_conv_bn=False needs BN (bn.enabled=True): without BN every "
                      "convolution already has a bias and no BN.")
-  if table is None:
-    table = figure5_table(m.pool_projection_4cd, m.first_conv)
   return Inception(
       table=table, num_classes=m.num_classes,
       norm=norm, activation=m.activation, dropout_rate=m.dropout_rate, lrn=m.lrn,
       lrn_depth_radius=m.lrn_depth_radius, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
-      lrn_beta=m.lrn_beta, dtype=DTYPES[m.dtype], init_scale=m.init_scale,
-      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if per_activation else (),
-      bn_scale=m.get("bn_scale", True), first_conv_bn=first_conv_bn)
+      lrn_beta=m.lrn_beta, dtype=compute_dtype(m.dtype), init_scale=m.init_scale,
+      per_activation_bn_rows=per_activation_bn_rows, bn_scale=m.bn_scale,
+      first_conv_bn=m.first_conv_bn)
 
 
 def first_conv_row(table: Sequence[Row]) -> str:
@@ -410,7 +381,7 @@ def weight_decay_exempt(model_config, table: Optional[Sequence[Row]] = None) -> 
   """Rows whose kernels get no L2: conv1 when `first_conv_bn=False` (TF-slim's
   regulariser, like its BN, is attached only to `conv2d`, not to conv1's
   `separable_conv2d`)."""
-  if model_config.get("first_conv_bn", True):
+  if model_config.first_conv_bn:
     return ()
   if table is None:
     table = figure5_table(model_config.pool_projection_4cd, model_config.first_conv)
@@ -496,8 +467,8 @@ def model_costs(config, in_channels: int = 3) -> Tuple[RowCost, ...]:
   return row_costs(figure5_table(m.pool_projection_4cd, m.first_conv), m.image_size,
                    m.num_classes, bn=config.bn.enabled, in_channels=in_channels,
                    per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last
-                   else (), bn_scale=m.get("bn_scale", True),
-                   first_conv_bn=m.get("first_conv_bn", True))
+                   else (), bn_scale=m.bn_scale,
+                   first_conv_bn=m.first_conv_bn)
 
 
 def model_summary(config, in_channels: int = 3) -> Tuple[RowCost, ...]:
