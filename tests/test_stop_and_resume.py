@@ -236,7 +236,7 @@ def test_sweep_member_stopped_during_start_up_is_stopped_not_failed(tmp_path):
   lines = []
   for line in p.stdout:
     lines.append(line)
-    if line.startswith("[sweep] a: starting"):
+    if line.startswith("[sweep]") and " a: starting" in line:  # ('[sweep] 1/2 a: ...')
       time.sleep(2.0)
       p.send_signal(signal.SIGTERM)
       TALLY["faults_injected"] += 1
