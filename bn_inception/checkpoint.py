@@ -106,6 +106,28 @@ def workdir_lock(workdir: str):
     os.close(fd)  # releases the lock
 
 
+def remove_launch_leftovers(workdir: str) -> None:
+  """After a launch into a workdir that did not exist before failed or was stopped
+  before its first checkpoint: remove what only that launch made there -- its lock
+  file, its log (`progress.LOG_FILE`) when it got no further than the checks (no
+  config.json), an empty checkpoints/ and then the workdir when it is empty. Never
+  anything else (a config.json or metrics written before a later failure stay; the
+  retry may change any field then, `check_or_save_config`). Process 0 only; local
+  paths only."""
+  if "://" in workdir or jax.process_index() != 0 or not os.path.isdir(workdir):
+    return
+  if finished_steps(workdir):
+    return
+  from bn_inception.progress import LOG_FILE as log_file
+  made = [LOCK_FILE] + ([] if is_workdir(workdir) else [log_file])
+  for name in made:
+    with contextlib.suppress(OSError):
+      os.remove(os.path.join(workdir, name))
+  for path in (os.path.join(workdir, CHECKPOINT_DIR), workdir):
+    with contextlib.suppress(OSError):  # not empty (or gone): leave it
+      os.rmdir(path)
+
+
 def workdir_holder(workdir: str) -> Optional[str]:
   """Who holds `<workdir>/.lock` now ('pid 12 on host since ...'), or None when no live
   training run does. A probe: it takes the lock for an instant and gives it back, so a

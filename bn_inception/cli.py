@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
 from bn_inception import progress
+from bn_inception.signals import Stopped, StopSignals
+
+USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
+DISK_FULL_EXIT = 3   # no space left on the device (docs/reliability.md)
 
 def _user_errors() -> tuple:
   """Errors a user can fix: printed as one message, exit code 2, no traceback.
@@ -27,12 +32,49 @@ def __getattr__(name: str):
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def disk_full(e: BaseException) -> bool:
+  """Whether `e`, or an error it was raised from, is ENOSPC (orbax and tensorstore
+  wrap it in their own exception types, some with the text only)."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+      return True
+    if "No space left on device" in str(e):
+      return True
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _path_written(e: BaseException):
+  """The file a failed write names (OSError.filename, or tensorstore's text)."""
+  import re
+  while e is not None:
+    if isinstance(e, OSError) and e.filename:
+      return e.filename
+    found = re.search(r'Failed writing: "([^"]+)"', str(e))
+    if found:
+      return found.group(1)
+    e = e.__cause__ or e.__context__
+  return None
+
+
 class _DropChattyLibraries:
-  """orbax logs every file it writes at INFO; keep its warnings, drop the rest."""
+  """orbax logs every file it writes at INFO; keep its warnings, drop the rest. Its
+  errors keep their message but lose the traceback (BN_INCEPTION_DEBUG=1 keeps it),
+  and a full disk, which `run_main` reports in one line, is not logged again."""
 
   def filter(self, record):
     import logging
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    if record.exc_info and not os.environ.get("BN_INCEPTION_DEBUG"):
+      if record.exc_info[1] is not None and disk_full(record.exc_info[1]):
+        return False
+      record.exc_info, record.exc_text = None, None
+    return "No space left on device" not in record.getMessage()
 
 
 def quiet_library_logs():
@@ -51,20 +93,37 @@ def hide_gpus_from_tensorflow():
     pass
 
 
+def _fail(msg: str, status: int):
+  print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
+        flush=True)
+  sys.exit(status)
+
+
 def run_main(fn, *args, **kwargs):
-  """Call fn; turn a user error into one clear line on stderr and exit status 2."""
+  """Call fn; turn a user error into one clear line on stderr and exit status 2, a
+  full disk into one line and exit status 3 (its own: the input was fine)."""
   try:
     return fn(*args, **kwargs)
-  except _user_errors() + (_non_finite_error(),) as e:  # evaluated only once fn raises
+  except Exception as e:
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
+    if disk_full(e):
+      where = _path_written(e)
+      _fail(f"no space left on the device{f' (writing {where})' if where else ''}. Free "
+            "space and rerun the same command: it resumes from the last complete "
+            "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT)
+    if not isinstance(e, _user_errors() + (_non_finite_error(),)):  # imported only now
+      raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
-          flush=True)
-    sys.exit(2)
+    _fail(msg, USER_ERROR_EXIT)
 
 
-def parse_flags(argv):
+def stopped_line(e: Stopped) -> str:
+  return (f"stopped by {e} before any training step or result; nothing was saved or "
+          "changed. Rerun the same command.")
+
+
+def parse_flags(argv, flag_values=None):
   """absl flag parsing, with each bad flag reported as one line (exit status 2).
 
   Pass as app.run(main, flags_parser=cli.parse_flags). Each config file named by a
@@ -74,9 +133,10 @@ def parse_flags(argv):
   """
   from absl import flags
   from bn_inception import config_files, overrides
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
-    _check_config_flags(flags.FLAGS, argv)
-    return flags.FLAGS(argv)
+    _check_config_flags(flag_values, argv)
+    return flag_values(argv)
   except (config_files.ConfigFileError, overrides.OverrideError) as e:
     msg = str(e)
   except flags.Error as e:
@@ -136,7 +196,17 @@ def absl_main(run_fn):
   return main
 
 
-def run_app(run_fn):
-  """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`."""
+def run_app(run_fn, stopped_exit_code=lambda: 0):
+  """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`.
+
+  SIGTERM/SIGINT before the training loop starts (imports, flag parsing, data
+  loading, compiling) ends the process with one `stopped by ...` line and exit status
+  `stopped_exit_code()` (a preemption: nothing to save yet); a second one aborts.
+  """
   from absl import app
-  app.run(absl_main(run_fn), flags_parser=parse_flags)
+  with StopSignals(interrupt=True):
+    try:
+      app.run(absl_main(run_fn), flags_parser=parse_flags)
+    except Stopped as e:
+      print(stopped_line(e), flush=True)
+      sys.exit(stopped_exit_code())

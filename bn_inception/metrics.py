@@ -66,6 +66,22 @@ def eval_outputs(logits, labels) -> dict:
           "nonfinite_fraction": nonfinite_rows(logits).astype(jnp.float32)}
 
 
+def collection_to_json(collection) -> dict:
+  """A clu Collection's state (e.g. the Average totals and counts of the train/*
+  rows not yet written) as JSON: {field: {leaf: [dtype, value]}}. Every float32
+  value round-trips exactly through the JSON float."""
+  state = flax.serialization.to_state_dict(collection)
+  return jax.tree.map(lambda x: [str(np.asarray(x).dtype), np.asarray(x).tolist()], state,
+                      is_leaf=lambda x: not isinstance(x, dict))
+
+
+def collection_from_json(cls, data: dict):
+  """The inverse of `collection_to_json` for collection class `cls`."""
+  state = jax.tree.map(lambda pair: jnp.asarray(pair[1], dtype=pair[0]), data,
+                       is_leaf=lambda x: isinstance(x, list))
+  return flax.serialization.from_state_dict(cls.empty(), state)
+
+
 class JsonlWriter(metric_writers.MetricWriter):
   """Scalars as one JSON object per line in <workdir>/metrics.jsonl (for scripts/report)."""
 

@@ -50,8 +50,11 @@ def mnist_data_config(**overrides) -> ConfigDict:
   """`config.data` for MNIST (data/mnist.py): the IDX files, else the tfds download."""
   d = ConfigDict()
   d.name = "mnist"
-  d.data_dir = os.path.join(default_data_root(), "mnist")
-  d.download_if_missing = True       # fall back to tfds when data_dir is absent
+  # The folder of the four MNIST IDX files. "" (unset): $BN_INCEPTION_DATA/mnist, or
+  # ../shared/data/mnist beside the repo, else (download_if_missing) the tfds download.
+  # A folder named here must exist: a typo fails at once, it never downloads.
+  d.data_dir = ""
+  d.download_if_missing = True       # unset data_dir and no files found: tfds download
   d.tfds_data_dir = ""               # where that download goes; '': tfds's default
   d.shuffle = True
   d.mean = (0.0,)                    # on-device normalisation (x/255 - mean)/std
@@ -210,12 +213,15 @@ def optim_config() -> ConfigDict:
 def train_config() -> ConfigDict:
   """`config.train`: the loop's schedule of steps, evaluations and checkpoints."""
   t = ConfigDict()
-  t.batch_size = 32          # GLOBAL batch (sum over all devices)
-  t.num_steps = 1000
-  t.eval_batch_size = 1000   # any size: the last batch is padded and masked
-  t.eval_every = 500
-  t.log_every = 100
-  t.checkpoint_every = 1000
+  # Every numeric field is checked before anything runs (bn_inception/config_checks.py).
+  t.batch_size = 32          # GLOBAL batch (sum over all devices), >= 1
+  t.num_steps = 1000         # >= 1; never below a workdir's newest checkpoint
+  t.eval_batch_size = 1000   # any size >= 1: the last batch is padded and masked
+  t.eval_every = 500         # evaluate every k steps and at num_steps; 0: never
+  t.log_every = 100          # >= 1 steps between train/* rows
+  t.checkpoint_every = 1000  # >= 1; also saved at num_steps and on SIGTERM/SIGINT
+  # Newest checkpoints kept, >= 1. 0 is refused (it would keep none: the run could
+  # not resume); there is no "keep all": give a number as large as you need.
   t.keep_checkpoints = 3
   t.eval_at_start = True     # evaluate the initial network (step 0)
   # A step whose loss or gradients are NaN/inf is never applied. 'stop': fail at

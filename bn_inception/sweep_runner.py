@@ -30,8 +30,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import ml_collections
 
-from bn_inception import config_files, overrides, progress
-from bn_inception.signals import StopSignals
+from bn_inception import config_checks, config_files, overrides, progress
+from bn_inception.signals import StopSignals, Stopped
 from bn_inception.sweep import Member, SweepError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -174,6 +174,10 @@ def resolve(member: Member) -> ResolvedMember:
     config = overrides.apply_text(copy.deepcopy(base), [f"{f}={t}" for f, t in texts.items()])
   except overrides.OverrideError as e:
     raise SweepError(f"{who}: {e} Nothing was run.") from e
+  try:
+    config_checks.validate(config)  # the training loop's own check, before any member runs
+  except config_checks.ConfigError as e:
+    raise SweepError(f"{who}: {e}") from e
   args = [f"--config.{field}={text}" for field, text in texts.items()]
   return ResolvedMember(member.name, config, config_arg, load_arg, args)
 
@@ -273,8 +277,11 @@ def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out,
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, "a") as log:
     log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_line(argv)}\n")
+    # Its own session: a Ctrl-C at the terminal reaches the runner only, which passes
+    # it on once (the member would take a second copy as "abort at once").
     proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)
     interrupt.child = proc
     try:
       checked = 0.0
@@ -296,6 +303,8 @@ def _run_inprocess(config, run_dir: str) -> Tuple[int, str]:
   from bn_inception import cli, train
   try:
     result = train.train_and_evaluate(config, run_dir)
+  except Stopped:  # during its start-up: nothing was saved
+    return 0, "stopped"
   except cli.USER_ERRORS + (train.NonFiniteError,) as e:
     return 2, _one_line(e)
   return (0, "") if "preempted_at_step" not in result else (0, "preempted")

@@ -8,6 +8,7 @@ checkpoint (orbax), stop cleanly on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 from typing import Any, Callable, Dict, Optional
@@ -19,12 +20,13 @@ import optax
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import config_checks
 from bn_inception import metrics as metrics_lib
 from bn_inception import models, optim, progress, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
 from bn_inception.models import RECORDED, state_variables
-from bn_inception.signals import StopSignals
+from bn_inception.signals import StopSignals, Stopped
 
 
 class TrainState(train_state.TrainState):
@@ -210,36 +212,73 @@ def _check_finite(state: TrainState, policy: str):
   return bad
 
 
+# Multi-process runs agree every this many steps on whether a stop was requested
+# (one tiny all-gather; it waits for the steps in flight): every process then saves
+# the same step and leaves together. A single process reads its own flag each step.
+STOP_SYNC_EVERY = 5
+
+
+def stop_agreed(stop: StopSignals, step: int) -> bool:
+  """Whether every process stops after `step`: some process received a stop signal
+  (known to all at the same step; in a single process, at once)."""
+  mine = stop.received is not None
+  if jax.process_count() == 1:
+    return mine
+  if step % STOP_SYNC_EVERY:
+    return False
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.int32(mine))))
+
+
 def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None,
                        mesh=None) -> Dict[str, float]:
   """Train `config` in `workdir`, resuming from its newest checkpoint; return last eval.
 
   `mesh` defaults to every device of every process; a checkpoint resumes on any
   device count (state is replicated and restored straight onto this mesh).
+
+  Nothing is written before the config, the data (its first training batch
+  decoded), the model and any checkpoint have been checked. A launch into a new
+  workdir that fails or is stopped before its first checkpoint removes what it
+  created there (`checkpoint.remove_launch_leftovers`). A stop signal during
+  start-up raises `signals.Stopped` (after that clean-up); in the loop it saves.
   """
   ckpt_lib.check_workdir(workdir)  # before seconds of data loading
-  sharding.maybe_initialize_distributed(config)  # before JAX first touches a device
-  ckpt_lib.check_or_save_config(workdir, config, save=False)
-  trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
+  config_checks.validate(config)
+  existed = os.path.exists(workdir)
+  with StopSignals(interrupt=True) as stop:
+    try:
+      if sharding.maybe_initialize_distributed(config):  # before JAX touches a device
+        stop.reinstall()  # jax.distributed's preemption notifier took SIGTERM
+      # A process of many must not leave alone: it agrees with the others first.
+      stop.interrupt = jax.process_count() == 1
+      stop.check()
+      ckpt_lib.check_or_save_config(workdir, config, save=False)
+      trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
+      tc = config.train
+      # One trainer per workdir; its full log lines go to <workdir>/log.txt.
+      with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
+        checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every,
+                                            tc.keep_checkpoints, owner=True)
+        try:  # on any error, still finish (commit) a checkpoint already being written
+          return _train_loop(config, workdir, trainer, checkpointer, stop)
+        finally:
+          checkpointer.close()
+    except BaseException:
+      if not existed:
+        ckpt_lib.remove_launch_leftovers(workdir)
+      raise
+
+
+def _metrics_meta(train_metrics) -> Optional[dict]:
+  return None if train_metrics is None else metrics_lib.collection_to_json(train_metrics)
+
+
+def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float]:
   tc = config.train
   policy = tc.nonfinite_policy
-  if policy not in ("stop", "skip"):
-    raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
-  # One trainer per workdir; its full log lines go to <workdir>/log.txt.
-  with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
-    checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
-                                        owner=True)
-    try:  # on any error, still finish (commit) a checkpoint already being written
-      return _train_loop(config, workdir, trainer, checkpointer, policy)
-    finally:
-      checkpointer.close()
-
-
-def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, float]:
-  tc = config.train
   restored = checkpointer.restore(trainer.abstract_state)
-  ckpt_lib.check_or_save_config(workdir, config)  # only once any checkpoint fits the model
-  writer = metrics_lib.create_writer(workdir)
+  train_metrics, eval_pending = None, False
   if restored is None:
     state = trainer.init_state()
     if tc.get("init_from"):  # fine-tuning; a resume (above) takes precedence
@@ -251,6 +290,17 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
     state = jax.device_put(state, trainer.state_sharding)
     logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
                  workdir, meta.get("examples_seen"))
+    if int(state.step) > tc.num_steps:
+      raise ckpt_lib.WorkdirConfigError(
+          f"config.train.num_steps={tc.num_steps} is below the newest checkpoint's step "
+          f"{int(state.step)} in {workdir}: that run is already past it. Give "
+          f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
+          f"--workdir. Nothing was changed.")
+    # Checkpoints written before these records existed have neither.
+    if meta.get("train_metrics") is not None:  # the partial train/* averages
+      train_metrics = metrics_lib.collection_from_json(metrics_lib.TrainMetrics,
+                                                      meta["train_metrics"])
+    eval_pending = bool(meta.get("eval_pending", False))
     saved_devices = meta.get("num_devices", trainer.mesh.size)
     if config.bn.stats_mode == "per_device" and saved_devices != trainer.mesh.size:
       logging.warning(
@@ -259,15 +309,28 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
           "them fixed across device counts.", trainer.mesh.size, saved_devices,
           tc.batch_size // trainer.mesh.size, tc.batch_size // saved_devices)
   start = int(state.step)
+  batches = trainer.train_batches(start)
+  if start < tc.num_steps:  # decode the first batch before anything is written
+    batches = itertools.chain([next(batches)], batches)
+  # End of start-up: from here a stop is a checkpoint at the next agreed step.
+  stop.interrupt = False
+  if stop_agreed(stop, 0):
+    raise Stopped(stop.received)
+  ckpt_lib.check_or_save_config(workdir, config)  # only once data and checkpoint fit
+  writer = metrics_lib.create_writer(workdir)
   if start == 0 and jax.process_index() == 0:
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     writer.write_hparams({"num_params": n_params})
 
-  def meta():
+  def meta(eval_pending=False):
     step = int(state.step)
     return {"step": step, "seed": config.seed,
             "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
-            "num_devices": trainer.mesh.size}
+            "num_devices": trainer.mesh.size,
+            # Partial averages since the last train/* row, so that the first row after
+            # a resume equals the uninterrupted run's; and an evaluation due at this
+            # step that a stop skipped (the resumed run does it first).
+            "train_metrics": _metrics_meta(train_metrics), "eval_pending": eval_pending}
 
   # clu's ReportProgress (steps/s to the writers) and one console line per log step.
   report = progress.TrainProgress(
@@ -276,36 +339,35 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
       start_step=start, show=jax.process_index() == 0)
   writer = report.writer
   last_eval: Dict[str, float] = {}
-  if start == 0 and tc.eval_at_start and tc.eval_every > 0:
+  if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or eval_pending:
     last_eval = trainer.evaluate(state)
-    writer.write_scalars(0, last_eval)
+    writer.write_scalars(start, last_eval)
 
-  train_metrics = None
-  batches = trainer.train_batches(start)
-  with StopSignals() as stop:
-    for step in range(start + 1, tc.num_steps + 1):
-      state, m = trainer.train_step(state, next(batches))
-      train_metrics = m if train_metrics is None else train_metrics.merge(m)
-      report(step)
-      if step % tc.log_every == 0 or step == tc.num_steps:
-        skipped = _check_finite(state, policy)
-        scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
-        scalars["train/nonfinite_steps"] = skipped
-        writer.write_scalars(step, scalars)
-        train_metrics = None
-      if tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps):
-        last_eval = trainer.evaluate(state)
-        writer.write_scalars(step, last_eval)
-      stopping = stop.received is not None  # read once: a signal may land mid-save
-      if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
-        _check_finite(state, policy)
-        checkpointer.save(step, state, meta(), force=True)
-      if stopping:
-        checkpointer.wait()
-        writer.flush()
-        report.close()
-        logging.warning("preempted at step %d; rerun the same command to resume", step)
-        return {**last_eval, "preempted_at_step": step}
+  for step in range(start + 1, tc.num_steps + 1):
+    state, m = trainer.train_step(state, next(batches))
+    train_metrics = m if train_metrics is None else train_metrics.merge(m)
+    report(step)
+    if step % tc.log_every == 0 or step == tc.num_steps:
+      skipped = _check_finite(state, policy)
+      scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
+      scalars["train/nonfinite_steps"] = skipped
+      writer.write_scalars(step, scalars)
+      train_metrics = None
+    stopping = stop_agreed(stop, step)  # once per step: a signal may land mid-save
+    # A preemption saves first: a due full evaluation is left to the resumed run.
+    eval_due = tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps)
+    if eval_due and not stopping:
+      last_eval = trainer.evaluate(state)
+      writer.write_scalars(step, last_eval)
+    if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
+      _check_finite(state, policy)
+      checkpointer.save(step, state, meta(eval_pending=eval_due and stopping), force=True)
+    if stopping:
+      checkpointer.wait()
+      writer.flush()
+      report.close()
+      logging.warning("preempted at step %d; rerun the same command to resume", step)
+      return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
   writer.flush()
   report.close()

@@ -16,8 +16,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.p
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _PREEMPTED_EXIT_CODE = flags.DEFINE_integer(
     "preempted_exit_code", 0,
-    "Exit status after a SIGTERM/SIGINT stop (checkpoint saved). 0 by default; set "
-    "your scheduler's requeue code if it has one.")
+    "Exit status after a SIGTERM/SIGINT stop (checkpoint saved, or nothing to save "
+    "yet during start-up). 0 by default; set your scheduler's requeue code if it has one.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,4 +30,4 @@ def run():
 
 
 if __name__ == "__main__":
-  cli.run_app(run)
+  cli.run_app(run, stopped_exit_code=lambda: _PREEMPTED_EXIT_CODE.value)

@@ -44,6 +44,7 @@ def tiny_config(stats_mode="global", group_size=0, num_steps=4):
   c = mnist_fig1.get_config()
   c.model.hidden_units = (16, 16)
   c.model.init_stddev = 0.1
+  c.model.image_size = 4  # tiny_source's 4x4 images (checked against the data)
   c.bn.stats_mode = stats_mode
   c.bn.group_size = group_size
   c.optim.learning_rate = 0.5

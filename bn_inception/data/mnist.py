@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 
 from bn_inception.data.base import DataError, InMemorySource
+from bn_inception.schema import default_data_root
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -69,6 +70,32 @@ def load_idx_dir(data_dir: str):
   return arrays
 
 
+# Where tfds downloads MNIST from (tfds' mnist builder: its _MNIST_URL host).
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+PROBE_TIMEOUT_S = 3.0
+
+
+def reachable(host_port=None, timeout: float = None) -> bool:
+  """Whether a TCP connection to `host_port` opens within `timeout` seconds
+  (name lookup included: it runs in a thread, since it has no timeout of its own)."""
+  import socket
+  import threading
+  host, port = host_port or DOWNLOAD_HOST
+  timeout = PROBE_TIMEOUT_S if timeout is None else timeout
+  result = []
+
+  def probe():
+    try:
+      with socket.create_connection((host, port), timeout=timeout):
+        result.append(True)
+    except OSError:
+      pass
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(result)
+
+
 def load_tfds(data_dir: str | None):
   import tensorflow_datasets as tfds
   out = {}
@@ -79,19 +106,43 @@ def load_tfds(data_dir: str | None):
   return out
 
 
+def resolve_data_dir(data_dir: str) -> str | None:
+  """The IDX folder to read: `data_dir` when set (it must be a folder: a typo fails
+  here, at once); when unset (""), <default data root>/mnist if it is a folder, else
+  None (the tfds fallback)."""
+  if data_dir:
+    if not os.path.isdir(data_dir):
+      what = "is a file, not a folder" if os.path.exists(data_dir) else "does not exist"
+      raise DataError(f"config.data.data_dir={data_dir} {what}. {_HOW_TO_POINT} Leave "
+                      f"data_dir unset (\"\") to use the default folder or the download.")
+    return data_dir
+  default = os.path.join(default_data_root(), "mnist")
+  return default if os.path.isdir(default) else None
+
+
 def create(config) -> InMemorySource:
   """`config.data` (see schema.mnist_data_config) -> the MNIST source."""
-  data_dir = config.data_dir
-  if os.path.isdir(data_dir) or not config.download_if_missing:
+  data_dir = resolve_data_dir(config.data_dir)
+  if data_dir is not None:
     arrays = load_idx_dir(data_dir)
   else:
-    print(f"MNIST IDX files not found at {os.path.abspath(data_dir)}; falling back to "
-          f"the standard tfds download of 'mnist' (needs network). {_HOW_TO_POINT}",
-          flush=True)
+    default = os.path.join(default_data_root(), "mnist")
+    if not config.download_if_missing:
+      raise DataError(f"MNIST not found: config.data.data_dir is unset and the default "
+                      f"folder {os.path.abspath(default)} does not exist "
+                      f"(download_if_missing=False). {_HOW_TO_POINT}")
+    host, port = DOWNLOAD_HOST
+    if not reachable():
+      # Checked before tfds, which would retry for minutes and create its data folder.
+      raise DataError(f"MNIST not found in the default folder {os.path.abspath(default)}, "
+                      f"and the tfds download host {host}:{port} is unreachable (no "
+                      f"network?). {_HOW_TO_POINT}")
+    print(f"MNIST IDX files not found at {os.path.abspath(default)}; falling back to "
+          f"the standard tfds download of 'mnist'. {_HOW_TO_POINT}", flush=True)
     try:
       arrays = load_tfds(config.tfds_data_dir or None)
     except Exception as e:  # tfds raises many kinds; one message is what matters.
-      raise DataError(f"MNIST not found at {os.path.abspath(data_dir)} and the tfds "
+      raise DataError(f"MNIST not found at {os.path.abspath(default)} and the tfds "
                       f"download failed ({type(e).__name__}: {str(e)[:200]}). "
                       f"{_HOW_TO_POINT}") from e
   def as_nhwc(images):
