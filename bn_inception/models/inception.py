@@ -32,7 +32,8 @@ Choices the paper does not state, and what we do:
 * with BN on, each convolution has no bias (BN's beta replaces it, Sec. 3.2) and
   BN sits between the convolution and the nonlinearity (Sec. 3.2); a separable
   convolution gets one BN, after its pointwise part (TF-slim);
-* `per_activation_bn_last`: in the last Inception module (5b) every BN keeps
+* `per_activation_bn_last`: in the last Inception module (5b; the reduced table of
+  models/mini_inception.py: 4a) every BN keeps
   statistics, gamma and beta per activation (h, w, c) over the examples of a
   batch, i.e. the non-convolutional BN of Sec. 3.1, instead of per feature map
   over examples x height x width (Sec. 3.2). This is our reading of the ensemble
@@ -57,7 +58,6 @@ from bn_inception.models.mlp import activation_fn
 INTERMEDIATES = "intermediates"  # when mutable, gets {ROW_OUTPUTS: {row name: its output}}
 ROW_OUTPUTS = "row_outputs"
 DEPTH_MULTIPLIER = 8             # the separable first convolution (Appendix; TF-slim)
-PER_ACTIVATION_BN_ROWS = ("inception_5b",)  # the "last hidden layers" of Sec. 4.2.3
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -349,6 +349,12 @@ class Inception(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
+def last_inception_module(table: Tuple[Row, ...]) -> Tuple[str, ...]:
+  """The rows that get per-activation BN: the last Inception module (Figure 5: 5b), the
+  "last hidden layers" of the Sec. 4.2.3 ensemble members."""
+  return tuple(r.name for r in table if isinstance(r, InceptionRow))[-1:]
+
+
 def create_inception(model_config, norm: Optional[Callable],
                      table: Optional[Tuple] = None) -> Inception:
   """The model for `config.model` (fields of `inception_model_config`); `table`
@@ -372,7 +378,7 @@ def create_inception(model_config, norm: Optional[Callable],
       norm=norm, activation=m.activation, dropout_rate=m.dropout_rate, lrn=m.lrn,
       lrn_depth_radius=m.lrn_depth_radius, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
       lrn_beta=m.lrn_beta, dtype=DTYPES[m.dtype], init_scale=m.init_scale,
-      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if per_activation else ())
+      per_activation_bn_rows=last_inception_module(table) if per_activation else ())
 
 
 # ----------------------------------------------------------------------------
@@ -449,10 +455,11 @@ def row_costs(table: Sequence[Row], image_size: int, num_classes: int, bn: bool 
 def model_costs(config, in_channels: int = 3) -> Tuple[RowCost, ...]:
   """`row_costs` for a config at `config.model.image_size`."""
   m = config.model
-  return row_costs(figure5_table(m.pool_projection_4cd, m.first_conv), m.image_size,
-                   m.num_classes, bn=config.bn.enabled, in_channels=in_channels,
-                   per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last
-                   else ())
+  table = figure5_table(m.pool_projection_4cd, m.first_conv)
+  return row_costs(table, m.image_size, m.num_classes, bn=config.bn.enabled,
+                   in_channels=in_channels,
+                   per_activation_bn_rows=last_inception_module(table)
+                   if m.per_activation_bn_last else ())
 
 
 def model_summary(config, in_channels: int = 3) -> Tuple[RowCost, ...]:

@@ -53,6 +53,7 @@ def mini_inception_model_config() -> ml_collections.ConfigDict:
   m.lrn_beta = 0.75
   m.dtype = "float32"
   m.init_scale = 1.0
+  m.per_activation_bn_last = False  # per-activation BN in inception 4a (Sec. 4.2.3 ensemble)
   return m
 
 

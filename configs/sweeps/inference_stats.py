@@ -1,0 +1,34 @@
+"""Inference statistics (Alg. 2): moving averages against exact population statistics
+early in training.
+
+  python scripts/sweep.py --sweep=configs/sweeps/inference_stats.py --workdir=runs/inf_stats
+  for s in 50 100 200 400 562; do python scripts/evaluate.py \\
+      --workdirs=runs/inf_stats/momentum0.9997@$s,runs/inf_stats/momentum0.9@$s \\
+      --crops=1 --output_dir=runs/inf_stats/eval_moving_$s
+    python scripts/evaluate.py \\
+      --workdirs=runs/inf_stats/momentum0.9997@$s,runs/inf_stats/momentum0.9@$s \\
+      --crops=1 --population_stats_batches=100 --output_dir=runs/inf_stats/eval_pop_$s; done
+
+At inference BN uses the population mean and unbiased variance (Alg. 2, step 10).
+Training keeps them as moving averages; the paper's ImageNet runs decay them by
+0.9997 per step (configs/imagenet_base.py), so after n steps the initial values
+(mean 0, variance 1) still weigh 0.9997^n: 86% at step 500. Early in training such
+averages lag the network, and exact averages of the batch moments over N training
+batches (`scripts/evaluate.py --population_stats_batches=N`) should do better.
+
+Two members of the twin's BN-x5 (configs/mnist_lr_acceleration.py: reduced
+BN-Inception on MNIST, 562 steps), differing only in `bn.momentum`: 0.9997 (the
+paper's) and 0.9 (the twin's, which settles within ~50 steps), each checkpointed
+every 50 steps and all checkpoints kept, so each step can be evaluated both ways on
+all 10,000 test digits.
+"""
+
+from bn_inception.sweep import members, product
+
+MOMENTA = (0.9997, 0.9)
+
+
+def get_sweep():
+  fixed = {"train.checkpoint_every": 50, "train.keep_checkpoints": 20}
+  return members("", "configs/mnist_lr_acceleration.py:bn_x5",
+                 product("bn.momentum", MOMENTA, label="momentum"), fixed)
