@@ -15,9 +15,6 @@ from bn_inception.sweep_runner import load_sweep, resolve, run_sweep
 from configs import mnist_lr_acceleration as twin
 from configs.sweeps import paper_ensemble
 
-SWEEPS = ("lr_grid", "sigmoid_no_bn", "bn_group_size", "inference_stats", "twin_ensemble",
-          "twin_seeds")
-
 
 def resolved(spec):
   return {m.name: checkpoint.flat(resolve(m).config) for m in load_sweep(spec)}
@@ -31,16 +28,16 @@ def differing(a, b):
 
 
 def test_lr_grid_pairs_differ_only_in_bn():
+  assert {c["train.num_steps"] for c in resolved("configs/sweeps/lr_grid.py:200").values()} == {200}
   members = resolved("configs/sweeps/lr_grid.py")
   bn_x5 = checkpoint.flat(twin.get_config("bn_x5"))
   lrs = {c["optim.learning_rate"] for c in members.values()}
   assert len(members) == 12 and len(lrs) == 6
   assert {0.015, 0.5} <= lrs  # the twin's Inception and near BN-x30 (0.45) rates
   for name, c in members.items():
-    assert c["bn.enabled"] == name.startswith("bn-") and c["optim.schedule"] == "constant"
+    assert c["bn.enabled"] == name.endswith("-bn") and c["optim.schedule"] == "constant"
     assert c["train.nonfinite_policy"] == "skip"
-    other = members[name.replace("bn-", "no_bn-", 1) if name.startswith("bn-")
-                    else name.replace("no_bn-", "bn-", 1)]
+    other = members[name[:-3] + "-no_bn" if name.endswith("-bn") else name[:-6] + "-bn"]
     assert differing(c, other) == {"bn.enabled"}
     assert differing(c, bn_x5) <= {"bn.enabled", "optim.learning_rate", "optim.schedule",
                                    "train.num_steps", "train.eval_every",
@@ -54,15 +51,20 @@ def test_sigmoid_members():
   assert [n for n, c in m.items() if c["bn.enabled"]] == ["bn_x5_sigmoid"]
   assert differing(m["bn_x5_sigmoid"], m["bn_x5_sigmoid_no_bn"]) == {"bn.enabled"}
   inception = checkpoint.flat(twin.get_config("inception"))
-  assert differing(m["inception_sigmoid"], inception) == {"model.activation",
-                                                          "train.nonfinite_policy"}
+  assert differing(m["inception_sigmoid"], inception) == {
+      "model.activation", "train.nonfinite_policy", "train.eval_every"}
+  assert [-(-c["train.num_steps"] // c["train.eval_every"]) for c in m.values()] == [5] * 3
+  assert resolved("configs/sweeps/sigmoid_no_bn.py:2500")["bn_x5_sigmoid"][
+      "train.num_steps"] == 2400
 
 
 def test_group_size_members_share_the_global_batch():
   m = resolved("configs/sweeps/bn_group_size.py")
   assert sorted(c["bn.group_size"] for c in m.values()) == [2, 4, 8, 16, 32, 64]
-  for c in m.values():
+  half = resolved("configs/sweeps/bn_group_size.py:21354")
+  for c, h in zip(m.values(), half.values()):
     assert (c["train.batch_size"], c["bn.stats_mode"]) == (64, "group")
+    assert (c["train.num_steps"], h["train.num_steps"]) == (562, 281)
     assert c["train.batch_size"] % c["bn.group_size"] == 0
 
 
@@ -79,7 +81,9 @@ def test_twin_ensemble_is_the_paper_ensemble_on_the_twin():
   bn_x30 = checkpoint.flat(twin.get_config("bn_x30"))
   assert list(m) == list(paper_ensemble.MEMBERS)
   for name, c in m.items():
-    assert differing(c, bn_x30) == set(paper_ensemble.MEMBERS[name])
+    assert differing(c, bn_x30) == set(paper_ensemble.MEMBERS[name]) | {
+        "train.eval_every", "train.eval_at_start"}
+    assert c["train.eval_every"] == c["train.num_steps"]
 
 
 def test_twin_seeds_members():

@@ -2,7 +2,7 @@
 early in training.
 
   python scripts/sweep.py --sweep=configs/sweeps/inference_stats.py --workdir=runs/inf_stats
-  for s in 50 100 200 400 562; do python scripts/evaluate.py \\
+  for s in 50 150 562; do python scripts/evaluate.py \\
       --workdirs=runs/inf_stats/momentum0.9997@$s,runs/inf_stats/momentum0.9@$s \\
       --crops=1 --output_dir=runs/inf_stats/eval_moving_$s
     python scripts/evaluate.py \\
@@ -20,7 +20,8 @@ Two members of the twin's BN-x5 (configs/mnist_lr_acceleration.py: reduced
 BN-Inception on MNIST, 562 steps), differing only in `bn.momentum`: 0.9997 (the
 paper's) and 0.9 (the twin's, which settles within ~50 steps), each checkpointed
 every 50 steps and all checkpoints kept, so each step can be evaluated both ways on
-all 10,000 test digits.
+all 10,000 test digits (by scripts/evaluate.py; training itself evaluates once, at
+the end, with the moving averages).
 """
 
 from bn_inception.sweep import members, product
@@ -29,6 +30,7 @@ MOMENTA = (0.9997, 0.9)
 
 
 def get_sweep():
-  fixed = {"train.checkpoint_every": 50, "train.keep_checkpoints": 20}
+  fixed = {"train.checkpoint_every": 50, "train.keep_checkpoints": 20,
+           "train.eval_every": 562, "train.eval_at_start": False}
   return members("", "configs/mnist_lr_acceleration.py:bn_x5",
                  product("bn.momentum", MOMENTA, label="momentum"), fixed)
