@@ -2,12 +2,13 @@
 early in training.
 
   python scripts/sweep.py --sweep=configs/sweeps/inference_stats.py --workdir=runs/inf_stats
-  for s in 50 150 562; do python scripts/evaluate.py \\
-      --workdirs=runs/inf_stats/momentum0.9997@$s,runs/inf_stats/momentum0.9@$s \\
-      --crops=1 --output_dir=runs/inf_stats/eval_moving_$s
-    python scripts/evaluate.py \\
-      --workdirs=runs/inf_stats/momentum0.9997@$s,runs/inf_stats/momentum0.9@$s \\
-      --crops=1 --population_stats_batches=100 --output_dir=runs/inf_stats/eval_pop_$s; done
+  W=runs/inf_stats/momentum0.9997   # then the same with W=runs/inf_stats/momentum0.9
+  python scripts/evaluate.py --workdirs=$W@50,$W@150,$W@562 --crops=1 --batch_size=1000 \
+      --output_dir=$W-eval_moving
+  python scripts/evaluate.py --workdirs=$W@50,$W@150,$W@562 --crops=1 --batch_size=1000 \
+      --population_stats_batches=100 --output_dir=$W-eval_population
+
+(each step's checkpoint is one "member"; ignore the ensemble row.)
 
 At inference BN uses the population mean and unbiased variance (Alg. 2, step 10).
 Training keeps them as moving averages; the paper's ImageNet runs decay them by
