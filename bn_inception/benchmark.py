@@ -16,7 +16,6 @@ import time
 from typing import Dict, Optional
 
 import jax
-import numpy as np
 
 from bn_inception import sharding, train
 from bn_inception.data import DataError, create_source
@@ -88,7 +87,7 @@ def synthetic_like(config) -> SyntheticSource:
     shape, classes = real.image_shape, real.num_classes
   except DataError as e:
     print(f"({e.__class__.__name__}: {str(e)[:120]}...; using the model's input shape)")
-    shape, classes = _image_shape(config), config.model.get("num_classes", 1000)
+    shape, classes = _image_shape(config), config.model.num_classes
     real = without_files(config.data, classes)
   return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std,
                          like=real)
@@ -123,7 +122,7 @@ def benchmark_steps(config, windows: int = 5, steps: int = 10, warmup: int = 2,
   eval_rates = time_windows(lambda: trainer.eval_step(holder["state"], eval_batch),
                             max(2, windows // 2), steps)
   steps_per_s = statistics.median(train_rates)
-  dtype = config.model.get("dtype", "float32")
+  dtype = config.model.dtype
   peak = peak_flops_per_device(dtype, peak_flops)
   achieved = flops * steps_per_s if flops else None
   return {
@@ -174,8 +173,9 @@ def input_verdict(result: Dict) -> Dict:
 
 
 def _image_shape(config):
-  size = config.model.get("image_size", None) or config.data.get("image_size", None)
-  return (size, size, 3) if size else (28, 28, 1)
+  """The model's input side; one channel per normalisation mean (MNIST 1, ImageNet 3)."""
+  size = config.model.image_size
+  return (size, size, len(config.data.mean))
 
 
 @contextlib.contextmanager

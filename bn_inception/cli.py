@@ -5,12 +5,25 @@ from __future__ import annotations
 import os
 import sys
 
-from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
-from bn_inception.data import DataError
 
-# Errors a user can fix: printed as one message, exit code 2, no traceback.
-USER_ERRORS = (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
-               FileNotFoundError)
+def _user_errors() -> tuple:
+  """Errors a user can fix: printed as one message, exit code 2, no traceback.
+  Imported on first use, so --help and flag errors load no JAX or TensorFlow."""
+  from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
+  from bn_inception.data import DataError
+  return (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
+          FileNotFoundError)
+
+
+def _non_finite_error() -> type:
+  from bn_inception.train import NonFiniteError
+  return NonFiniteError
+
+
+def __getattr__(name: str):
+  if name == "USER_ERRORS":  # cli.USER_ERRORS, resolved on first use (see _user_errors)
+    return _user_errors()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _DropChattyLibraries:
@@ -39,10 +52,9 @@ def hide_gpus_from_tensorflow():
 
 def run_main(fn, *args, **kwargs):
   """Call fn; turn a user error into one clear line on stderr and exit status 2."""
-  from bn_inception.train import NonFiniteError
   try:
     return fn(*args, **kwargs)
-  except USER_ERRORS + (NonFiniteError,) as e:
+  except _user_errors() + (_non_finite_error(),) as e:  # evaluated only once fn raises
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

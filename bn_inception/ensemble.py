@@ -58,10 +58,8 @@ class Member:
 
 def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> MemberSpec:
   """'workdir' or 'workdir@STEP'; a relative workdir is taken relative to base_dir."""
-  text = text.strip()
-  head, sep, tail = text.rpartition("@")
-  if sep and tail.isdigit():
-    text, step = head, int(tail)
+  text, at_step = ckpt_lib.split_step(text)
+  step = step if at_step is None else at_step
   if not text:
     raise ValueError("An ensemble member has an empty workdir.")
   return MemberSpec(os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))), step)

@@ -8,18 +8,15 @@ first batch (pipeline start-up) is timed separately.
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from bn_inception import cli, schema
+from bn_inception.data import create_source
 
-from bn_inception import cli  # noqa: E402
-from bn_inception.data import create_source, imagenet  # noqa: E402
-
-_DATA = config_flags.DEFINE_config_dict("data", imagenet.imagenet_data_config())
+_DATA = config_flags.DEFINE_config_dict("data", schema.imagenet_data_config())
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 20, "Batches timed after the first.")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "Which pipeline to time.")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception import ensemble, evaluate, train
+from bn_inception import ensemble, evaluate, schema, train
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
@@ -468,9 +468,8 @@ def test_imagenet_sample_every_image_once(tmp_path):
   divide the counts, equal to batches that do."""
   from configs import imagenet_base
   c = imagenet_base.apply_variant(imagenet_base.get_config("cpu"), "cpu")
-  c.model = ml_collections.ConfigDict(dict(
-      name="mlp", hidden_units=(16,), num_classes=1000, activation="relu", init_stddev=0.05,
-      probe_unit=0, image_size=16))
+  c.model = schema.mlp_model_config(hidden_units=(16,), num_classes=1000, activation="relu",
+                                    init_stddev=0.05, image_size=16)
   c.data.image_size = 16
   c.train.batch_size = 8
   c.train.num_steps = 2
