@@ -115,10 +115,17 @@ def test_mini_inception_per_activation_bn_in_its_last_module():
 # ----------------------------------------------------------------------------- report
 
 
-def member(workdir, name, config, accuracies):
+def member(workdir, name, changes, accuracies):
+  """A finished-looking member: a real config (mnist_fig1's) with `changes`, saved by the
+  one config writer, and hand-made evaluations."""
+  from configs import mnist_fig1
   d = workdir / name
   d.mkdir(parents=True)
-  (d / "config.json").write_text(json.dumps(config))
+  config = mnist_fig1.get_config("bn")
+  for field, value in changes.items():
+    section, _, key = field.rpartition(".")
+    (config[section] if section else config)[key] = value
+  checkpoint.check_or_save_config(str(d), config)
   with open(d / "metrics.jsonl", "w") as f:
     for step, a in accuracies:
       f.write(json.dumps({"step": step, "eval/accuracy": a}) + "\n")
@@ -126,8 +133,7 @@ def member(workdir, name, config, accuracies):
 
 def test_report_over_seeds_and_against_a_field(tmp_path):
   w = tmp_path / "sweep"
-  cfg = lambda seed, lr, bn: {"seed": seed, "optim": {"learning_rate": lr},
-                              "bn": {"enabled": bn}}
+  cfg = lambda seed, lr, bn: {"seed": seed, "optim.learning_rate": lr, "bn.enabled": bn}
   # bn at lr 0.1, three seeds: finals 0.90, 0.92, 0.97; maxima 0.95, 0.92, 0.97
   member(w, "bn-lr0.1-seed0", cfg(0, 0.1, True), [(100, 0.95), (200, 0.90)])
   member(w, "bn-lr0.1-seed1", cfg(1, 0.1, True), [(100, 0.80), (200, 0.92)])
@@ -164,7 +170,7 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
 
 def test_report_x_must_be_a_number(tmp_path):
   w = tmp_path / "sweep"
-  member(w, "a", {"seed": 0, "model": {"activation": "relu"}}, [(1, 0.5)])
+  member(w, "a", {"model.activation": "relu"}, [(1, 0.5)])
   with pytest.raises(ValueError, match="'relu', not a number"):
     report.build(str(w), 0.9, x="model.activation")
 
