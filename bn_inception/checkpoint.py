@@ -160,28 +160,32 @@ def is_workdir(path: str) -> bool:
   return epath.Path(config_path(path)).exists()
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The configuration a workdir's run was started with (its config.json), with the
-  fields added since then filled as that run used them (`schema.upgrade`)."""
+def _saved_json(workdir: str) -> dict:
+  """config.json as written (JSON values), or a WorkdirConfigError naming the file."""
   path = epath.Path(config_path(workdir))
   if not is_workdir(workdir):
     raise CheckpointError(f"{workdir} has no {CONFIG_FILE}: not a training workdir "
                           f"(scripts/train.py writes it there).")
   try:
-    saved = json.loads(path.read_text())
+    return json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise WorkdirConfigError(
         f"{path} is unreadable ({e}); it records which configuration this workdir's run "
         "used. Restore it, or use a new --workdir. Nothing was changed.") from e
-  return schema.upgrade(saved)  # a config.json of an older version: today's fields
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The configuration a workdir's run was started with (its config.json), with the
+  fields added since then filled as that run used them (`schema.upgrade`)."""
+  return schema.upgrade(_saved_json(workdir))  # an older version's config: today's fields
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigDifference:
   """How a configuration differs from the one a workdir's run was started with."""
   changed: Tuple[str, ...]   # 'field: saved in the workdir, current now' (refuse the run)
-  added: Tuple[str, ...]     # fields the code gained since the run started (warn)
-  removed: Tuple[str, ...]   # fields the code dropped since (warn)
+  added: Tuple[str, ...]     # fields the code gained since the run started (a warning each)
+  removed: Tuple[str, ...]   # fields the code dropped since (a warning each)
 
 
 def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
@@ -189,17 +193,24 @@ def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
 
   Fields in RESUMABLE_FIELDS may change between launches of one run. A field added
   to (or dropped from) the code since the run started does not make it another run:
-  refusing it would strand every workdir at each code change.
+  refusing it would strand every workdir at each code change. An added field whose
+  value now differs from how the run so far behaved (`schema.upgrade`) is named.
   """
   if not is_workdir(workdir):
     return None
-  a, b = flat(_as_json(read_config(workdir))), flat(_as_json(config))
-  keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
+  saved = flat(_saved_json(workdir))
+  behaved = flat(_as_json(read_config(workdir)))
+  now = flat(_as_json(config))
+  keys = [k for k in sorted(set(saved) | set(now)) if k not in RESUMABLE_FIELDS]
   return ConfigDifference(
-      changed=tuple(f"{k}: {a[k]!r} in the workdir, {b[k]!r} now"
-                    for k in keys if k in a and k in b and a[k] != b[k]),
-      added=tuple(f"{k}={b[k]!r}" for k in keys if k in b and k not in a),
-      removed=tuple(f"{k}={a[k]!r}" for k in keys if k in a and k not in b))
+      changed=tuple(f"{k}: {saved[k]!r} in the workdir, {now[k]!r} now"
+                    for k in keys if k in saved and k in now and saved[k] != now[k]),
+      added=tuple(f"{k} is new since this run started; using {now[k]!r}" +
+                  (f" (the run so far behaved as {behaved[k]!r})"
+                   if k in behaved and behaved[k] != now[k] else "")
+                  for k in keys if k in now and k not in saved),
+      removed=tuple(f"{k} (={saved[k]!r} in the workdir) no longer exists; ignoring it"
+                    for k in keys if k in saved and k not in now))
 
 
 def check_or_save_config(workdir: str, config, save: bool = True) -> None:
@@ -223,12 +234,8 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
         "\nUse a new --workdir, or rerun with the saved settings to resume. "
         "Nothing was changed.")
   if diff is not None and save and jax.process_index() == 0:
-    for field in diff.added:
-      _warn(f"config field {field.split('=')[0]} is new since this run started; using "
-            f"{field.split('=', 1)[1]}.")
-    for field in diff.removed:
-      _warn(f"config field {field.split('=')[0]} (={field.split('=', 1)[1]} in the "
-            "workdir) no longer exists; ignoring it.")
+    for line in diff.added + diff.removed:
+      _warn(f"config field {line}.")
   if save and jax.process_index() == 0:
     path = epath.Path(config_path(workdir))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,8 +267,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def _warn(msg: str) -> None:
-  logging.warning(msg)
-  print(f"WARNING: {msg}", flush=True)
+  logging.warning(msg)  # the console shows it (progress.setup_console), log.txt keeps it
 
 
 def finished_steps(workdir: str) -> List[int]:

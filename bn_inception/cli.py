@@ -1,10 +1,11 @@
-"""Shared bits of the absl entry points: one-line errors, quiet logs, TF off the GPUs."""
+"""Shared bits of the absl entry points: one-line errors, a readable console, TF off the GPUs."""
 
 from __future__ import annotations
 
 import os
 import sys
 
+from bn_inception import progress
 
 def _user_errors() -> tuple:
   """Errors a user can fix: printed as one message, exit code 2, no traceback.
@@ -121,12 +122,14 @@ def _flag_text(argv, name: str):
 
 def absl_main(run_fn):
   """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
-  chatty library logs dropped, and user errors as one line (`run_main`)."""
+  the readable console (`progress.setup_console`), chatty library logs dropped, and
+  user errors as one line (`run_main`)."""
   def main(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
             file=sys.stderr, flush=True)
       sys.exit(2)
+    progress.setup_console()
     hide_gpus_from_tensorflow()
     quiet_library_logs()
     return run_main(run_fn)

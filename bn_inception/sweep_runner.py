@@ -30,7 +30,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import ml_collections
 
-from bn_inception import config_files, overrides
+from bn_inception import config_files, overrides, progress
 from bn_inception.signals import StopSignals
 from bn_inception.sweep import Member, SweepError
 
@@ -264,8 +264,10 @@ def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember],
 # ------------------------------------------------------------------------------ running
 
 
-def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out) -> Tuple[int, str]:
-  """Run argv from the repo root, its output to `out` and appended to log_path."""
+def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out,
+                    bar: Optional[progress.Progress] = None) -> Tuple[int, str]:
+  """Run argv from the repo root, its output to `out` and appended to log_path; `bar`
+  (a live one, on a terminal) follows the step the member has logged in its workdir."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   last_error = ""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -275,9 +277,13 @@ def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out)
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     interrupt.child = proc
     try:
+      checked = 0.0
       for line in proc.stdout:
         log.write(line)
-        out.write(line)
+        progress.echo(line, out)  # its own lines carry step, loss and ETA
+        if bar is not None and time.time() - checked > 2:
+          checked = time.time()
+          bar.update_to(progress.workdir_step(os.path.dirname(log_path)) or 0)
         if line.startswith("error:"):
           last_error = line[len("error:"):].strip()
       rc = proc.wait()
@@ -360,26 +366,29 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
   outcomes: List[Outcome] = []
   child_workdir = _workdir_for_children(workdir)
   with StopSignals() as interrupt:
-    for r in resolved:
+    for i, r in enumerate(resolved, 1):
+      who = f"{i}/{len(resolved)} {r.name}"
       run_dir = member_workdir(workdir, r.name)
       if interrupt.received:
         outcomes.append(Outcome(r.name, "not started", member_status(run_dir, r.num_steps)[1]))
         continue
       status, step = member_status(run_dir, r.num_steps)
       if status == "finished":
-        print(f"[sweep] {r.name}: finished (checkpoint at step {step}); skipped.",
+        print(f"[sweep] {who}: finished (checkpoint at step {step}); skipped.",
               file=out, flush=True)
         outcomes.append(Outcome(r.name, "skipped", step))
         continue
       what = "starting" if status == "new" else f"resuming from step {step}"
-      print(f"[sweep] {r.name}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
+      print(f"[sweep] {who}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
       start = time.time()
       if inprocess:
         rc, error = _run_inprocess(r.config, run_dir)
       else:
         argv = command(r, child_workdir, python=sys.executable)
-        rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
-                                    interrupt, out)
+        with progress.Progress(f"sweep {who}", r.num_steps, "step", initial=step,
+                               live_only=True) as bar:
+          rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
+                                      interrupt, out, bar)
       seconds = time.time() - start
       status, step = member_status(run_dir, r.num_steps)
       if status == "finished":
@@ -390,12 +399,25 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
       else:
         outcome = Outcome(r.name, "failed", step, seconds,
                           error or f"exit status {rc}; see {run_dir}/{LOG_FILE}")
-      print(f"[sweep] {r.name}: {outcome.status} at step {outcome.step} "
-            f"({seconds:.0f} s){': ' + outcome.error if outcome.error else ''}",
-            file=out, flush=True)
+      print(f"[sweep] {who}: {outcome.status} at step {outcome.step} "
+            f"({progress.format_duration(seconds)}){_accuracy_note(run_dir)}"
+            f"{': ' + outcome.error if outcome.error else ''}", file=out, flush=True)
       outcomes.append(outcome)
   print(summary(outcomes), file=out, flush=True)
+  if "://" not in workdir:  # TensorBoard's HParams dashboard compares the members
+    from bn_inception import report
+    report.write_hparams(workdir)
   return outcomes
+
+
+def _accuracy_note(run_dir: str) -> str:
+  """', eval/accuracy 0.9291 (max 0.9300 @1,500)' from a member's metrics.jsonl."""
+  from bn_inception import report
+  s = report.summarize(os.path.basename(run_dir), report.read_rows(run_dir), 1.0)
+  if s.final_accuracy is None:
+    return ""
+  return (f", {report.METRIC} {s.final_accuracy:.4f} (max {s.max_accuracy:.4f} "
+          f"@{s.max_step:,})")
 
 
 def summary(outcomes: Sequence[Outcome]) -> str:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import periodic_actions
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
-from bn_inception import models, optim, sharding
+from bn_inception import models, optim, progress, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
 from bn_inception.models import RECORDED, state_variables
@@ -225,7 +225,8 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   policy = tc.nonfinite_policy
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
-  with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir
+  # One trainer per workdir; its full log lines go to <workdir>/log.txt.
+  with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
     checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
                                         owner=True)
     try:  # on any error, still finish (commit) a checkpoint already being written
@@ -268,8 +269,12 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
             "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
             "num_devices": trainer.mesh.size}
 
-  report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
-                                           every_steps=tc.log_every, every_secs=None)
+  # clu's ReportProgress (steps/s to the writers) and one console line per log step.
+  report = progress.TrainProgress(
+      writer, name=os.path.basename(os.path.normpath(workdir)), num_steps=tc.num_steps,
+      batch_size=tc.batch_size, log_every=tc.log_every, eval_every=tc.eval_every,
+      start_step=start, show=jax.process_index() == 0)
+  writer = report.writer
   last_eval: Dict[str, float] = {}
   if start == 0 and tc.eval_at_start and tc.eval_every > 0:
     last_eval = trainer.evaluate(state)
@@ -298,10 +303,12 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
       if stopping:
         checkpointer.wait()
         writer.flush()
+        report.close()
         logging.warning("preempted at step %d; rerun the same command to resume", step)
         return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
   writer.flush()
+  report.close()
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'
     logging.warning("%d training step(s) had a non-finite loss or gradients and were skipped "
@@ -352,7 +359,6 @@ def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
          (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
           f"has {source.model.num_classes})" if new_head else "") + ".")
   logging.info(msg)
-  print(msg, flush=True)
   return state.replace(
       params=jax.device_put(params, trainer.state_sharding.params),
       batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))

@@ -13,7 +13,7 @@ import time
 from absl import flags
 from ml_collections import config_flags
 
-from bn_inception import cli, schema
+from bn_inception import cli, progress, schema
 from bn_inception.data import create_source
 
 _DATA = config_flags.DEFINE_config_dict("data", schema.imagenet_data_config())
@@ -32,7 +32,9 @@ def measure(data_config, batch_size: int, num_batches: int, split: str) -> dict:
   next(batches)
   first = time.perf_counter() - start
   start, n = time.perf_counter(), 0
-  for _, batch in zip(range(num_batches), batches):
+  timed = progress.track(zip(range(num_batches), batches), f"{split} batches", num_batches,
+                         "batches")
+  for _, batch in timed:
     n += len(batch["label"])
   seconds = time.perf_counter() - start
   return {"split": split, "image_size": data_config.image_size, "batch_size": batch_size,

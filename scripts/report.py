@@ -15,7 +15,7 @@ it, one line per setting of the other fields that vary, in accuracy_vs_<field>.p
 
 from absl import app, flags
 
-from bn_inception import cli
+from bn_inception import cli, progress
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
 _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
@@ -40,6 +40,8 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  progress.setup_console()
+  cli.quiet_library_logs()
   cli.run_main(run)
 
 

@@ -264,8 +264,8 @@ def test_truncated_newest_checkpoint_falls_back_and_is_moved_aside(tmp_path, ref
   rc, out, err = run(workdir)
   assert rc == 0, err[-3000:]
   assert "Traceback" not in err and "Event loop is closed" not in err
-  warning = [l for l in out.splitlines() if "unusable" in l]
-  assert warning and f"checkpoint at step {NUM_STEPS} unusable" in warning[0], out
+  warning = [l for l in err.splitlines() if "unusable" in l]
+  assert warning and f"checkpoint at step {NUM_STEPS} unusable" in warning[0], err[-3000:]
   assert f"resuming from step {NUM_STEPS - 20}" in warning[0]
   # The damaged one is kept, not deleted; training saved step NUM_STEPS afresh.
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
@@ -293,7 +293,7 @@ def abstract_state():
   return make
 
 
-def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_state, capsys):
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_state, caplog):
   """One flipped byte in an array file (bit rot): orbax restores it without complaint."""
   from bn_inception import checkpoint as ckpt_lib
   workdir = _copy_checkpoints(reference, tmp_path)
@@ -312,7 +312,7 @@ def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_st
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   state, meta = checkpointer.restore(abstract_state())
   assert (f"checkpoint at step {NUM_STEPS} unusable (CheckpointError: checksum mismatch in "
-          f"params/dense0/kernel)") in capsys.readouterr().out
+          f"params/dense0/kernel)") in caplog.text
   assert int(state.step) == NUM_STEPS - 20 and meta["step"] == NUM_STEPS - 20
   assert checkpointer.latest_step() == NUM_STEPS - 20
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
@@ -416,17 +416,18 @@ def test_metrics_row_after_a_cut_line_survives(tmp_path):
   assert read_jsonl(str(path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
 
 
-def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, capsys):
+def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, caplog):
   from bn_inception import checkpoint as ckpt_lib
   from configs import mnist_fig1
   config = mnist_fig1.get_config()
   ckpt_lib.check_or_save_config(str(tmp_path), config)
+  (tmp_path / "checkpoints" / "20").mkdir(parents=True)  # a run exists (see the retry rule)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["optim"]["momentum"]            # as if written before the field existed
   saved["train"]["retired_field"] = 1       # and a field the code no longer has
   (tmp_path / "config.json").write_text(json.dumps(saved))
   ckpt_lib.check_or_save_config(str(tmp_path), config)
-  out = capsys.readouterr().out
+  out = caplog.text
   assert "config field optim.momentum is new since this run started; using 0.0" in out
   assert "config field train.retired_field (=1 in the workdir) no longer exists" in out
   config.optim.momentum = 0.5  # but a changed value is still refused

@@ -8,6 +8,7 @@ inference-mode BN matters, and run on real sample JPEGs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ tf = pytest.importorskip("tensorflow")
 
 from bn_inception import models, tfslim  # noqa: E402
 from bn_inception.data import augment  # noqa: E402
-from bn_inception.data.base import default_data_root  # noqa: E402
+from bn_inception.schema import default_data_root  # noqa: E402
 from configs import bn_x30  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -325,7 +326,7 @@ def _ten_class_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, capsys):
+def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, caplog):
   """BN-x30 (32 px) from the imported TF-slim weights with a fresh 10-way classifier
   learns the 10 sample images."""
   from bn_inception import train
@@ -344,9 +345,9 @@ def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, capsys):
   config.train.checkpoint_every = 20
   config.train.init_from = source
   workdir = str(tmp_path / "finetune")
+  caplog.set_level(logging.INFO)
   out = train.train_and_evaluate(config, workdir)
-  assert "classifier re-initialised for 10 classes (the source has 1000)" in \
-      capsys.readouterr().out
+  assert "classifier re-initialised for 10 classes (the source has 1000)" in caplog.text
   rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert rows[20]["train/loss"] < 0.5 * rows[1]["train/loss"]
   assert out["eval/accuracy"] >= 0.5  # chance: 0.1
@@ -364,7 +365,7 @@ def _tiny(tmp_path, **train):
   return c
 
 
-def test_init_from_semantics(tmp_path, capsys):
+def test_init_from_semantics(tmp_path, caplog):
   """Parameters and BN statistics of the chosen step, a fresh 10-way classifier and
   optimizer at step 0; a rerun resumes its own checkpoint; bad sources are refused."""
   from bn_inception import checkpoint as ckpt_lib
@@ -395,15 +396,16 @@ def test_init_from_semantics(tmp_path, capsys):
   newest = train.init_from(trainer, fresh, source)  # no @step: the newest (2)
   assert not np.array_equal(np.asarray(newest.params["dense0"]["kernel"]),
                             np.asarray(state.params["dense0"]["kernel"]))
-  capsys.readouterr()
+  caplog.set_level(logging.INFO)
+  caplog.clear()
 
   workdir = str(tmp_path / "finetune")
   train.train_and_evaluate(config, workdir)
-  assert f"Initialised parameters and BN statistics from {source} step 1" in \
-      capsys.readouterr().out
+  assert f"Initialised parameters and BN statistics from {source} step 1" in caplog.text
+  caplog.clear()
   config.train.num_steps = 2
   train.train_and_evaluate(config, workdir)  # resumes at step 1: init_from not used again
-  assert "Initialised" not in capsys.readouterr().out
+  assert "Initialised" not in caplog.text
 
   with pytest.raises(ckpt_lib.CheckpointError, match="No checkpoint at step 7"):
     train.init_from(trainer, fresh, f"{source}@7")

@@ -157,13 +157,13 @@ def test_a_path_that_cannot_be_a_workdir_is_refused_before_loading(tmp_path):
   assert not (tmp_path / "new").exists()
 
 
-def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, capsys):
+def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, caplog):
   from bn_inception import checkpoint as ckpt_lib
   config = mnist_fig1.get_config()
   ckpt_lib.check_or_save_config(str(tmp_path), config)  # then the launch failed
   config.train.batch_size = 30
   ckpt_lib.check_or_save_config(str(tmp_path), config)
-  assert "saved no checkpoint; replacing it" in capsys.readouterr().out
+  assert "saved no checkpoint; replacing it" in caplog.text
   assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 30
   (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # now a run exists
   config.train.batch_size = 60

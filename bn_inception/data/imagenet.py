@@ -541,7 +541,9 @@ def _tfds_prepare_help(data_dir: str, name: str) -> str:
           f"  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
           f"or in Python tfds.builder('{name}', data_dir='{data_dir}', "
           f"file_format='array_record').download_and_prepare(). ArrayRecord gives exact "
-          f"random access (resume in O(1)); the default TFRecord is streamed. (Building "
+          f"random access (resume in O(1)); the default TFRecord is streamed. `tfds build` "
+          f"shows its own progress bars (extracting the archives, then one per split as it "
+          f"writes the examples; hours for the 1.28M training images). (Building "
           f"with tensorflow-datasets 4.9.10 also needs `pip install importlib_resources`.) "
           f"Or set "
           f"config.data.tfds_data_dir to where it is prepared.")
