@@ -9,6 +9,7 @@ real data source.
 from __future__ import annotations
 
 import contextlib
+import logging
 import itertools
 import os
 import statistics
@@ -16,9 +17,8 @@ import time
 from typing import Dict, Optional
 
 import jax
-import numpy as np
 
-from bn_inception import sharding, train
+from bn_inception import progress, sharding, train
 from bn_inception.data import DataError, create_source
 from bn_inception.data.factory import without_files
 from bn_inception.data.synthetic import SyntheticSource
@@ -68,10 +68,10 @@ def _peak_memory() -> Optional[int]:
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def time_windows(fn, windows: int, steps: int) -> list[float]:
+def time_windows(fn, windows: int, steps: int, desc: str = "timed windows") -> list[float]:
   """Calls per second in each of `windows` windows of `steps` calls."""
   rates = []
-  for _ in range(windows):
+  for _ in progress.track(range(windows), desc, windows, "windows"):
     start = time.perf_counter()
     out = None
     for _ in range(steps):
@@ -87,8 +87,8 @@ def synthetic_like(config) -> SyntheticSource:
     real = create_source(config.data)
     shape, classes = real.image_shape, real.num_classes
   except DataError as e:
-    print(f"({e.__class__.__name__}: {str(e)[:120]}...; using the model's input shape)")
-    shape, classes = _image_shape(config), config.model.get("num_classes", 1000)
+    logging.warning("%s: %s...; using the model's input shape", type(e).__name__, str(e)[:120])
+    shape, classes = _image_shape(config), config.model.num_classes
     real = without_files(config.data, classes)
   return SyntheticSource(shape, classes, mean=config.data.mean, std=config.data.std,
                          like=real)
@@ -118,12 +118,12 @@ def benchmark_steps(config, windows: int = 5, steps: int = 10, warmup: int = 2,
     return m
 
   with _no_gc():
-    train_rates = time_windows(one_step, windows, steps)
+    train_rates = time_windows(one_step, windows, steps, "train step windows")
   _block(trainer.eval_step(holder["state"], eval_batch))
   eval_rates = time_windows(lambda: trainer.eval_step(holder["state"], eval_batch),
-                            max(2, windows // 2), steps)
+                            max(2, windows // 2), steps, "eval step windows")
   steps_per_s = statistics.median(train_rates)
-  dtype = config.model.get("dtype", "float32")
+  dtype = config.model.dtype
   peak = peak_flops_per_device(dtype, peak_flops)
   achieved = flops * steps_per_s if flops else None
   return {
@@ -154,7 +154,8 @@ def benchmark_input(config, num_batches: int = 20, warmup: int = 2) -> Dict:
     pass
   start = time.perf_counter()
   n = 0
-  for batch in itertools.islice(it, num_batches):
+  for batch in progress.track(itertools.islice(it, num_batches), "input pipeline batches",
+                              num_batches, "batches"):
     n += len(batch["label"])
   seconds = time.perf_counter() - start
   cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -174,8 +175,9 @@ def input_verdict(result: Dict) -> Dict:
 
 
 def _image_shape(config):
-  size = config.model.get("image_size", None) or config.data.get("image_size", None)
-  return (size, size, 3) if size else (28, 28, 1)
+  """The model's input side; one channel per normalisation mean (MNIST 1, ImageNet 3)."""
+  size = config.model.image_size
+  return (size, size, len(config.data.mean))
 
 
 @contextlib.contextmanager

@@ -37,8 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from bn_inception import faults
-
+from bn_inception import schema
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -48,8 +47,8 @@ RESUMABLE_FIELDS = (
     "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
     "data.data_dir", "data.download_if_missing", "distributed",
     # Only what happens at a non-finite step, not the run itself: switching to 'skip'
-    # after a 'stop' is how such a run goes on (the injector is a test fault).
-    "train.nonfinite_policy", "train.inject_nonfinite_at_step",
+    # after a 'stop' is how such a run goes on.
+    "train.nonfinite_policy",
 )
 DAMAGED_PREFIX = "damaged-"
 
@@ -107,6 +106,28 @@ def workdir_lock(workdir: str):
     os.close(fd)  # releases the lock
 
 
+def workdir_holder(workdir: str) -> Optional[str]:
+  """Who holds `<workdir>/.lock` now ('pid 12 on host since ...'), or None when no live
+  training run does. A probe: it takes the lock for an instant and gives it back, so a
+  run starting at that very instant could be refused (and would say so)."""
+  try:
+    import fcntl
+  except ImportError:
+    return None
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
+  except OSError:  # no lock file (never trained here), or not a local path
+    return None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown process"
+    return None
+  finally:
+    os.close(fd)
+
+
 def flat(tree) -> Dict[str, Any]:
   """{'section.field': value} of a nested config (ConfigDict, dict, or its JSON form)."""
   if hasattr(tree, "to_dict"):
@@ -123,32 +144,48 @@ def config_path(workdir: str) -> str:
   return os.path.join(workdir, CONFIG_FILE)
 
 
+def split_step(text: str) -> Tuple[str, Optional[int]]:
+  """'workdir' -> (workdir, None); 'workdir@STEP' -> (workdir, STEP): how a run and
+  one of its checkpoints are named on command lines (evaluation, fine-tuning)."""
+  head, sep, tail = text.strip().rpartition("@")
+  if sep and tail.isdigit():
+    return head, int(tail)
+  if sep and not tail.isdigit() and "/" not in tail:
+    raise ValueError(f"{text!r}: write <workdir> or <workdir>@<step> (a whole number).")
+  return text.strip(), None
+
+
 def is_workdir(path: str) -> bool:
   """Whether `path` holds a training run (its config.json)."""
   return epath.Path(config_path(path)).exists()
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The configuration a workdir's run was started with (its config.json)."""
+def _saved_json(workdir: str) -> dict:
+  """config.json as written (JSON values), or a WorkdirConfigError naming the file."""
   path = epath.Path(config_path(workdir))
   if not is_workdir(workdir):
     raise CheckpointError(f"{workdir} has no {CONFIG_FILE}: not a training workdir "
                           f"(scripts/train.py writes it there).")
   try:
-    saved = json.loads(path.read_text())
+    return json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise WorkdirConfigError(
         f"{path} is unreadable ({e}); it records which configuration this workdir's run "
         "used. Restore it, or use a new --workdir. Nothing was changed.") from e
-  return ml_collections.ConfigDict(saved)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The configuration a workdir's run was started with (its config.json), with the
+  fields added since then filled as that run used them (`schema.upgrade`)."""
+  return schema.upgrade(_saved_json(workdir))  # an older version's config: today's fields
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigDifference:
   """How a configuration differs from the one a workdir's run was started with."""
   changed: Tuple[str, ...]   # 'field: saved in the workdir, current now' (refuse the run)
-  added: Tuple[str, ...]     # fields the code gained since the run started (warn)
-  removed: Tuple[str, ...]   # fields the code dropped since (warn)
+  added: Tuple[str, ...]     # fields the code gained since the run started (a warning each)
+  removed: Tuple[str, ...]   # fields the code dropped since (a warning each)
 
 
 def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
@@ -156,17 +193,24 @@ def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
 
   Fields in RESUMABLE_FIELDS may change between launches of one run. A field added
   to (or dropped from) the code since the run started does not make it another run:
-  refusing it would strand every workdir at each code change.
+  refusing it would strand every workdir at each code change. An added field whose
+  value now differs from how the run so far behaved (`schema.upgrade`) is named.
   """
   if not is_workdir(workdir):
     return None
-  a, b = flat(read_config(workdir)), flat(_as_json(config))
-  keys = [k for k in sorted(set(a) | set(b)) if k not in RESUMABLE_FIELDS]
+  saved = flat(_saved_json(workdir))
+  behaved = flat(_as_json(read_config(workdir)))
+  now = flat(_as_json(config))
+  keys = [k for k in sorted(set(saved) | set(now)) if k not in RESUMABLE_FIELDS]
   return ConfigDifference(
-      changed=tuple(f"{k}: {a[k]!r} in the workdir, {b[k]!r} now"
-                    for k in keys if k in a and k in b and a[k] != b[k]),
-      added=tuple(f"{k}={b[k]!r}" for k in keys if k in b and k not in a),
-      removed=tuple(f"{k}={a[k]!r}" for k in keys if k in a and k not in b))
+      changed=tuple(f"{k}: {saved[k]!r} in the workdir, {now[k]!r} now"
+                    for k in keys if k in saved and k in now and saved[k] != now[k]),
+      added=tuple(f"{k} is new since this run started; using {now[k]!r}" +
+                  (f" (the run so far behaved as {behaved[k]!r})"
+                   if k in behaved and behaved[k] != now[k] else "")
+                  for k in keys if k in now and k not in saved),
+      removed=tuple(f"{k} (={saved[k]!r} in the workdir) no longer exists; ignoring it"
+                    for k in keys if k in saved and k not in now))
 
 
 def check_or_save_config(workdir: str, config, save: bool = True) -> None:
@@ -190,12 +234,8 @@ def check_or_save_config(workdir: str, config, save: bool = True) -> None:
         "\nUse a new --workdir, or rerun with the saved settings to resume. "
         "Nothing was changed.")
   if diff is not None and save and jax.process_index() == 0:
-    for field in diff.added:
-      _warn(f"config field {field.split('=')[0]} is new since this run started; using "
-            f"{field.split('=', 1)[1]}.")
-    for field in diff.removed:
-      _warn(f"config field {field.split('=')[0]} (={field.split('=', 1)[1]} in the "
-            "workdir) no longer exists; ignoring it.")
+    for line in diff.added + diff.removed:
+      _warn(f"config field {line}.")
   if save and jax.process_index() == 0:
     path = epath.Path(config_path(workdir))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +267,7 @@ def check_workdir(workdir: str) -> None:
 
 
 def _warn(msg: str) -> None:
-  logging.warning(msg)
-  print(f"WARNING: {msg}", flush=True)
+  logging.warning(msg)  # the console shows it (progress.setup_console), log.txt keeps it
 
 
 def finished_steps(workdir: str) -> List[int]:
@@ -242,6 +281,15 @@ def finished_steps(workdir: str) -> List[int]:
   if not directory.exists():
     return []
   return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+def saved_time(workdir: str, step: int) -> Optional[float]:
+  """When checkpoint `step` of a workdir was committed (its folder's mtime), or None."""
+  path = epath.Path(workdir) / CHECKPOINT_DIR / str(step)
+  try:
+    return path.stat().mtime
+  except (FileNotFoundError, OSError):
+    return None
 
 
 def _path_str(path) -> str:
@@ -351,8 +399,7 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps, max_to_keep=keep, create=owner,
             # Unfinished <step>.orbax-checkpoint-tmp-* dirs of a killed run.
-            cleanup_tmp_directories=owner,
-            temporary_path_class=faults.slow_commit_path_class()),
+            cleanup_tmp_directories=owner),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
 

@@ -1,16 +1,30 @@
-"""Shared bits of the absl entry points: one-line errors, quiet logs, TF off the GPUs."""
+"""Shared bits of the absl entry points: one-line errors, a readable console, TF off the GPUs."""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
-from bn_inception.data import DataError
+from bn_inception import progress
 
-# Errors a user can fix: printed as one message, exit code 2, no traceback.
-USER_ERRORS = (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
-               FileNotFoundError)
+def _user_errors() -> tuple:
+  """Errors a user can fix: printed as one message, exit code 2, no traceback.
+  Imported on first use, so --help and flag errors load no JAX or TensorFlow."""
+  from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
+  from bn_inception.data import DataError
+  return (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
+          FileNotFoundError)
+
+
+def _non_finite_error() -> type:
+  from bn_inception.train import NonFiniteError
+  return NonFiniteError
+
+
+def __getattr__(name: str):
+  if name == "USER_ERRORS":  # cli.USER_ERRORS, resolved on first use (see _user_errors)
+    return _user_errors()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _DropChattyLibraries:
@@ -39,10 +53,9 @@ def hide_gpus_from_tensorflow():
 
 def run_main(fn, *args, **kwargs):
   """Call fn; turn a user error into one clear line on stderr and exit status 2."""
-  from bn_inception.train import NonFiniteError
   try:
     return fn(*args, **kwargs)
-  except USER_ERRORS + (NonFiniteError,) as e:
+  except _user_errors() + (_non_finite_error(),) as e:  # evaluated only once fn raises
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
@@ -109,12 +122,14 @@ def _flag_text(argv, name: str):
 
 def absl_main(run_fn):
   """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
-  chatty library logs dropped, and user errors as one line (`run_main`)."""
+  the readable console (`progress.setup_console`), chatty library logs dropped, and
+  user errors as one line (`run_main`)."""
   def main(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
             file=sys.stderr, flush=True)
       sys.exit(2)
+    progress.setup_console()
     hide_gpus_from_tensorflow()
     quiet_library_logs()
     return run_main(run_fn)

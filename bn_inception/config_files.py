@@ -59,11 +59,12 @@ def _display(path: str) -> str:
 
 
 def load(spec: str, function: str = "get_config", full_path: Optional[str] = None,
-         shown: Optional[str] = None) -> Any:
+         shown: Optional[str] = None, required: bool = True) -> Any:
   """`function()` (or `function(arg)` for 'file.py:arg') of the Python file `spec`.
 
   full_path: where the file is, when `spec`'s path is not relative to the working
   directory (sweep files may be repo-relative); shown: its name in messages.
+  required=False: None when the file defines no `function` (an optional hook).
   """
   path, arg = split_spec(spec)
   full = os.path.abspath(full_path or path)
@@ -78,6 +79,8 @@ def load(spec: str, function: str = "get_config", full_path: Optional[str] = Non
   try:
     module_spec.loader.exec_module(module)
     fn = getattr(module, function, None)
+    if fn is None and not required:
+      return None
     if not callable(fn):
       raise ConfigFileError(f"{shown} defines no {function}() function.")
     return fn() if arg is None else fn(arg)

@@ -28,7 +28,7 @@ import ml_collections
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import overrides as overrides_lib
-from bn_inception import sharding
+from bn_inception import progress, sharding
 from bn_inception.batchnorm import BATCH_STATS, population_statistics
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import multicrop
@@ -58,10 +58,8 @@ class Member:
 
 def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> MemberSpec:
   """'workdir' or 'workdir@STEP'; a relative workdir is taken relative to base_dir."""
-  text = text.strip()
-  head, sep, tail = text.rpartition("@")
-  if sep and tail.isdigit():
-    text, step = head, int(tail)
+  text, at_step = ckpt_lib.split_step(text)
+  step = step if at_step is None else at_step
   if not text:
     raise ValueError("An ensemble member has an empty workdir.")
   return MemberSpec(os.path.normpath(os.path.join(base_dir, os.path.expanduser(text))), step)
@@ -161,7 +159,7 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   if population_stats_batches:
     if BATCH_STATS in variables:  # Alg. 2, step 10: exact averages over training batches
       variables = population_statistics_of(model, variables, source, config, mesh,
-                                            population_stats_batches)
+                                            population_stats_batches, name)
       used_batches = population_stats_batches
     else:
       logging.warning("member %s has no BN layers: no population statistics to compute", name)
@@ -175,7 +173,8 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
                 population_stats_batches=used_batches)
 
 
-def population_statistics_of(model, variables, source, config, mesh, num_batches: int):
+def population_statistics_of(model, variables, source, config, mesh, num_batches: int,
+                             name: str = ""):
   """`variables` with BN's moving averages replaced by exact averages of the batch
   moments over the first `num_batches` training batches (Alg. 2, step 10), the
   training inputs prepared as the training step prepares them."""
@@ -186,7 +185,9 @@ def population_statistics_of(model, variables, source, config, mesh, num_batches
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
   local = source.train_batches(0, config.train.batch_size, config.seed,
                                jax.process_index(), jax.process_count())
-  batches = itertools.islice(sharding.device_batches(local, mesh), num_batches)
+  batches = progress.track(itertools.islice(sharding.device_batches(local, mesh), num_batches),
+                           f"population statistics {name}".rstrip(), num_batches, "batches",
+                           show=jax.process_index() == 0)
   new, _ = population_statistics(moments, variables, batches)
   return new
 
@@ -249,7 +250,7 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
   for spec, name in zip(specs, names):
     members.append(load_member(spec, name, mesh, overrides, population_stats_batches))
     check_compatible(members)
-    print(f"loaded {name}: {spec.workdir} step {members[-1].step}", flush=True)
+    progress.emit(f"loaded {name}: {spec.workdir} step {members[-1].step}")
   geometry = Geometry.of(members[0].config.data, members[0].image_shape)
   images = multicrop.image_set(members[0].source, split)
   predict_fns = {m.name: m.predict for m in members}

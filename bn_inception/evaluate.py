@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bn_inception import metrics as metrics_lib
-from bn_inception import sharding
+from bn_inception import progress, sharding
 from bn_inception.data import DataError, multicrop
 
 TOP_K = (1, 5)
@@ -180,7 +180,8 @@ def evaluate(predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]],
              num_classes: int, mesh=None) -> dict:
   """One pass over every example of `images` with `crops` crops each; one row per
   network of `predict_fns` (name -> predict_fn) and, for several, the ensemble.
-  `batch_size` counts crops per global batch."""
+  `batch_size` counts crops per global batch. Progress (crops done/total, crops/s,
+  ETA) is shown by the first process for its share of the crops."""
   import tensorflow as tf
   names = list(predict_fns)
   if not names:
@@ -202,6 +203,9 @@ def evaluate(predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]],
   tally = ErrorTally(len(names) + (len(names) > 1), num_classes)
   size, channels = geometry.image_size, images.channels
   start, finished = time.time(), 0  # examples of this process done (they finish in order)
+  who = ", ".join(names) if len(names) <= 3 else f"{len(names)} networks"
+  bar = progress.Progress(f"{crops} crop(s), {who}", len(positions) * crops, "crops",
+                          show=pi == 0)
   for step in range(num_steps):
     try:
       local = next(it, None)
@@ -225,6 +229,8 @@ def evaluate(predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]],
     _, done_labels, means = averager.add(pos, labels, probs, mask)
     finished += len(done_labels)
     tally.add(average_members(means), done_labels)
+    bar.update(b)
+  bar.close()
   if averager.open:
     raise RuntimeError(f"{len(averager.open)} examples did not receive all {crops} crops.")
   correct, nonfinite, count = tally.totals()

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -88,6 +89,27 @@ def slurm_config() -> ml_collections.ConfigDict:
   # Any other sbatch option, e.g. {"exclusive": True, "mail-type": "END"} (--name=value).
   c.sbatch_options = ml_collections.ConfigDict()
   return c
+
+
+def resources(fields: Optional[Mapping[str, object]] = None) -> ml_collections.ConfigDict:
+  """`slurm_config()` with `fields` set (e.g. a sweep file's `get_resources()`), locked:
+  an unknown field or a value of the wrong type is a LaunchError naming it.
+  `sbatch_options` takes any sbatch option."""
+  r = slurm_config()
+  r.lock()
+  for field, value in dict(fields or {}).items():
+    if field not in r:
+      raise LaunchError(f"unknown SLURM resource field {field!r}; the fields are "
+                        f"{', '.join(r.keys())} (bn_inception/launch.py slurm_config).")
+    try:
+      if field == "sbatch_options":
+        with r.sbatch_options.unlocked():
+          r.sbatch_options.update(dict(value))
+      else:
+        setattr(r, field, value)
+    except (TypeError, ValueError) as e:
+      raise LaunchError(f"slurm.{field}={value!r}: {e}") from None
+  return r
 
 
 def tasks_per_node(resources) -> int:
@@ -188,24 +210,26 @@ def _notice_signal() -> int:
 
 
 class CommandJob:
-  """The body of one SLURM task: run `argv` from the repo root, pass on stop signals.
+  """The body of one SLURM task: run `argv` in `cwd` (the repo root), pass on stop signals.
 
   Picklable (submitit sends it to the node). `checkpoint()` makes it requeueable: submitit
   calls it on task 0 when the preemption notice (USR2) arrives.
   """
 
-  def __init__(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None):
+  def __init__(self, argv: Sequence[str], env: Optional[Mapping[str, str]] = None,
+               cwd: str = REPO_ROOT):
     self.argv = [str(a) for a in argv]
     self.env = {str(k): str(v) for k, v in (env or {}).items()}
+    self.cwd = str(cwd)
     self._proc: Optional[subprocess.Popen] = None
     self._exited = threading.Event()
     self._stopped_by: Optional[int] = None
 
   def __getstate__(self):
-    return {"argv": self.argv, "env": self.env}
+    return {"argv": self.argv, "env": self.env, "cwd": self.cwd}
 
   def __setstate__(self, state):
-    self.__init__(state["argv"], state["env"])
+    self.__init__(state["argv"], state["env"], state["cwd"])
 
   def __repr__(self) -> str:
     return f"CommandJob({shlex.join(self.argv)})"
@@ -234,7 +258,7 @@ class CommandJob:
     for sig in previous:
       signal.signal(sig, on_signal)
     try:
-      self._proc = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=env,
+      self._proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env,
                                     preexec_fn=_ignore_preemption_notice)
       threading.Thread(target=self._reap, daemon=True).start()
       while not self._exited.wait(1.0):
@@ -272,15 +296,16 @@ class CommandJob:
     if self._proc is not None:
       self._exited.wait()
       print(f"# command stopped (status {self._proc.returncode}); requeueing", flush=True)
-    return submitit.helpers.DelayedSubmission(CommandJob(self.argv, self.env))
+    return submitit.helpers.DelayedSubmission(CommandJob(self.argv, self.env, self.cwd))
 
 
 # ------------------------------------------------------------------------------ submit
 
 
 def submit(argv: Sequence[str], folder: str, resources, name: str,
-           env: Optional[Mapping[str, str]] = None) -> str:
-  """Submit `argv` (run from the repo root) as one SLURM job; return its job id at once.
+           env: Optional[Mapping[str, str]] = None, cwd: str = REPO_ROOT) -> str:
+  """Submit `argv` (run in `cwd`, the repo root by default) as one SLURM job; return its
+  job id at once.
 
   `folder` holds submitit's files: `<id>_submission.sh`, `<id>_submitted.pkl` and the
   logs `<id>_<task>_log.out/err` (see `log_paths`). `env` is added to the job's
@@ -294,7 +319,7 @@ def submit(argv: Sequence[str], folder: str, resources, name: str,
   before = set(os.listdir(folder)) if not created else set()
   try:
     with contextlib.redirect_stderr(io.StringIO()):  # submitit echoes sbatch's stderr
-      job = executor.submit(CommandJob(argv, env))
+      job = executor.submit(CommandJob(argv, env, cwd))
   except Exception as e:  # submitit: FailedJobError carrying sbatch's stderr
     _remove_new_files(folder, before, created)
     raise LaunchError(f"SLURM refused job {name!r} ({describe(resources)}): "
@@ -409,3 +434,52 @@ def cancel(job_ids: Sequence[str]) -> None:
   ids = [str(j) for j in job_ids]
   if ids:
     _run_slurm(["scancel", *ids])
+
+
+# ------------------------------------------------------------------------------ flags
+
+LAUNCHERS = ("local", "slurm")
+_LAUNCHER_FLAG = re.compile(r"^--?(launcher|slurm\.[A-Za-z0-9_.]+)(=|$)")
+
+
+def define_flags() -> None:
+  """--launcher=local|slurm and --slurm.<field>=<value>, the same in every script that can
+  run as a job (scripts/sweep.py, scripts/evaluate.py)."""
+  from absl import flags
+  from ml_collections import config_flags
+  from bn_inception import overrides
+  argv = sys.argv
+  try:
+    overrides.check_flags(slurm_config(), argv[1:], "slurm")
+  except overrides.OverrideError:  # cli.parse_flags reports it, in one line
+    argv = argv[:1]               # (config_flags would raise here, with a traceback)
+  flags.DEFINE_enum("launcher", "local", LAUNCHERS, "local: run here; slurm: submit as "
+                    "SLURM job(s) and return at once (needs sbatch; see README).")
+  config_flags.DEFINE_config_dict("slurm", slurm_config(), "What each SLURM job asks for "
+                                  "(--launcher=slurm), e.g. --slurm.gpus_per_node=8 "
+                                  "--slurm.partition=gpu; fields: bn_inception/launch.py "
+                                  "slurm_config().", sys_argv=argv)
+
+
+def flag_resources(fields: Optional[Mapping[str, object]] = None) -> ml_collections.ConfigDict:
+  """`resources(fields)` (e.g. a sweep file's) with the command line's --slurm.<field>
+  values over them: the command line wins."""
+  from absl import flags
+  r = resources(fields)
+  r.update_from_flattened_dict(dict(flags.FLAGS["slurm"].override_values))
+  return r
+
+
+def without_launcher_flags(argv: Sequence[str]) -> List[str]:
+  """argv minus --launcher and --slurm.* (`--f=v` or `--f v`): the command the job runs."""
+  out, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+      continue
+    match = _LAUNCHER_FLAG.match(arg)
+    if match:
+      skip = match.group(2) == ""
+      continue
+    out.append(arg)
+  return out

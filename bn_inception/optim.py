@@ -6,7 +6,9 @@ added to the gradient as d/dw (wd/2 * |w|^2), as in TF-slim's l2_regularizer.
 
 from __future__ import annotations
 
-import jax
+import functools
+from typing import Sequence
+
 import optax
 from flax import traverse_util
 
@@ -43,19 +45,23 @@ def learning_rate_schedule(c, num_steps: int, steps_per_epoch: float | None = No
   return main
 
 
-def weight_decay_mask(params):
-  """True for kernels (conv/dense weights); biases and BN's gamma/beta are not decayed."""
+def weight_decay_mask(params, exempt: Sequence[str] = ()):
+  """True for kernels (conv/dense weights) outside the top-level modules `exempt`;
+  biases and BN's gamma/beta are not decayed."""
   flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict({k: k[-1] == "kernel" for k in flat})
+  return traverse_util.unflatten_dict(
+      {k: k[-1] == "kernel" and k[0] not in exempt for k in flat})
 
 
-def create_optimizer(c, num_steps: int, steps_per_epoch: float | None = None
+def create_optimizer(c, num_steps: int, steps_per_epoch: float | None = None,
+                     decay_exempt: Sequence[str] = ()
                      ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`decay_exempt`: top-level modules without L2 (models.weight_decay_exempt)."""
   schedule = learning_rate_schedule(c, num_steps, steps_per_epoch)
   parts = []
   if c.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(c.grad_clip_norm))
   if c.weight_decay > 0:
-    parts.append(optax.add_decayed_weights(c.weight_decay, mask=weight_decay_mask))
+    parts.append(optax.add_decayed_weights(c.weight_decay, mask=functools.partial(weight_decay_mask, exempt=tuple(decay_exempt))))
   parts.append(optax.sgd(schedule, momentum=c.momentum or None, nesterov=c.nesterov))
   return optax.chain(*parts), schedule

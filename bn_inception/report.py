@@ -3,10 +3,13 @@ per member the steps to a target accuracy, the maximum accuracy and its step.
 
 Reads <workdir>/<member>/metrics.jsonl (written by the training loop) for every
 member, in the order of <workdir>/sweep.json when there is one, and writes
-<workdir>/report.md, report.json and accuracy_vs_steps.png. From each member's
-config.json it also finds members that differ only by `seed` (their mean, standard
-deviation and range) and, given a config field `x`, the final accuracy against it
-(accuracy_vs_<field>.png, one line per setting of the other fields that vary).
+<workdir>/report.md, report.json and accuracy_vs_steps.png, and, for TensorBoard's
+HParams dashboard (`tensorboard --logdir=<workdir>`), <workdir>/_hparams/<member>:
+each member's overridden (and differing) config fields as hparams and its final and
+maximum accuracy as metrics. From each member's config.json it also finds members
+that differ only by `seed` (their mean, standard deviation and range) and, given a
+config field `x`, the final accuracy against it (accuracy_vs_<field>.png, one line
+per setting of the other fields that vary).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import statistics
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from bn_inception.metrics import read_jsonl
@@ -23,6 +28,8 @@ from bn_inception.metrics import read_jsonl
 METRIC = "eval/accuracy"
 SEED_FIELD = "seed"
 _SEED_LABEL = re.compile(r"(^|-)seed\d+(?=-|$)")  # how sweep.product names the seed axis
+HPARAMS_DIR = "_hparams"  # not a member name: those start with a letter or digit
+FINAL_TAG, MAX_TAG = "accuracy/final", "accuracy/max"
 PAPER_TARGET = 0.722
 NOT_REACHED = "not reached"
 # Accuracies are counts / N stored as float32: count a value within this of the
@@ -103,6 +110,11 @@ def member_dirs(workdir: str) -> List[Tuple[str, str]]:
   return [(n, os.path.join(workdir, n)) for n in names]
 
 
+def read_rows(run_dir: str) -> Dict[int, dict]:
+  """{step: {metric: value}} of a run's metrics.jsonl (empty when it has none)."""
+  return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+
+
 def resolve_target(target: Union[str, float], curves: Dict[str, Dict[int, dict]],
                    metric: str = METRIC) -> Tuple[float, str]:
   """A number, or a member's name: that member's maximum (the paper's 72.2% is
@@ -181,6 +193,13 @@ def member_configs(runs: Sequence[Tuple[str, str]]) -> Dict[str, Dict[str, Any]]
           for name, d in runs}
 
 
+def varying_fields(configs: Dict[str, Dict[str, Any]]) -> List[str]:
+  """The fields whose values differ between the (flat) configs, sorted."""
+  keys = set().union(*configs.values()) if configs else set()
+  return sorted(k for k in keys
+                if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1)
+
+
 def _without(config: Dict[str, Any], fields: Sequence[str]) -> str:
   return json.dumps({k: v for k, v in config.items() if k not in fields}, sort_keys=True)
 
@@ -219,9 +238,8 @@ def accuracy_by(field: str, summaries: Sequence[MemberSummary],
   if missing:
     raise ValueError(f"--x={field}: no such field in the config.json of "
                      f"{', '.join(missing)}.")
-  keys = sorted(set().union(*(configs[s.name] for s in done))) if done else []
-  varying = [k for k in keys if k not in (field, SEED_FIELD) and
-             len({json.dumps(configs[s.name].get(k), sort_keys=True) for s in done}) > 1]
+  varying = [k for k in varying_fields({s.name: configs[s.name] for s in done})
+             if k not in (field, SEED_FIELD)]
   series: Dict[str, Dict[float, List[MemberSummary]]] = {}
   for s in done:
     c = configs[s.name]
@@ -243,7 +261,7 @@ def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = 
   if not runs:
     raise FileNotFoundError(f"No sweep members in {workdir}: no sweep.json and no "
                             "<member>/metrics.jsonl.")
-  rows = {name: read_jsonl(os.path.join(d, "metrics.jsonl")) for name, d in runs}
+  rows = {name: read_rows(d) for name, d in runs}
   value, description = resolve_target(target, rows, metric)
   reference = target if isinstance(target, str) and target in rows else None
   summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
@@ -436,8 +454,82 @@ def write(report: Report, log_steps: bool = False,
     json.dump(to_json(report), f, indent=2)
     f.write("\n")
   plot(report, png, log_steps)
+  write_hparams(report.workdir, report.metric)
   if not report.x:
     return md, js, png
   x_png = x_plot_path(report)
   plot_by_x(report, x_png, log_x)
   return md, js, png, x_png
+
+
+# ---------------------------------------------------------------- TensorBoard HParams
+
+
+def _hparam_value(value: Any):
+  """A config value as TensorBoard's hparams take it: bool, number or string."""
+  if isinstance(value, (bool, int, float, str)):
+    return value
+  if isinstance(value, (list, tuple)):
+    return ",".join(str(v) for v in value)
+  return str(value)
+
+
+def sweep_hparams(workdir: str) -> Dict[str, Dict[str, Any]]:
+  """{member: {hparam: value}}: the base config (sweep.json) and every field a member
+  overrides (sweep.json) or that differs between members, valued as each member's
+  config.json stores it. Members not started yet (no config.json) are left out."""
+  manifest = os.path.join(workdir, "sweep.json")
+  declared: Dict[str, dict] = {}
+  if os.path.exists(manifest):
+    with open(manifest) as f:
+      declared = {m["name"]: m for m in json.load(f).get("members", [])}
+  configs = {name: c for name, c in member_configs(member_dirs(workdir)).items() if c}
+  fields = set(varying_fields(configs))
+  for name, m in declared.items():
+    fields |= {arg.split("=", 1)[0][len("--config."):] for arg in m.get("overrides", [])}
+  out = {}
+  for name, config in configs.items():
+    hparams = {f: _hparam_value(config[f]) for f in sorted(fields) if f in config}
+    if declared.get(name, {}).get("config"):
+      hparams["config"] = declared[name]["config"]
+    out[name] = hparams
+  return out
+
+
+def write_hparams(workdir: str, metric: str = METRIC) -> List[str]:
+  """TensorBoard's HParams dashboard for the sweep in `workdir`: one run per started
+  member, <workdir>/_hparams/<member>, holding its hparams (`sweep_hparams`) and its
+  final and maximum `metric` as the scalars accuracy/final and accuracy/max, and the
+  experiment (which hparams and metrics to show) in <workdir>/_hparams. Rewritten
+  from scratch each time; returns the member runs written."""
+  from tensorboard.compat.proto import event_pb2
+  from tensorboard.plugins.hparams import summary_v2 as hp
+  from tensorboard.plugins.scalar import summary_v2 as scalar
+  from tensorboard.summary.writer.event_file_writer import EventFileWriter
+  members = sweep_hparams(workdir)
+  root = os.path.join(workdir, HPARAMS_DIR)
+  shutil.rmtree(root, ignore_errors=True)  # TensorBoard keeps the FIRST hparams of a run
+  if not members:
+    return []
+
+  def write(logdir: str, summaries: List[Tuple[int, Any]]):
+    writer = EventFileWriter(logdir)
+    for step, summary in summaries:
+      writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    writer.close()
+
+  names = sorted({k for h in members.values() for k in h})
+  write(root, [(0, hp.hparams_config_pb(
+      hparams=[hp.HParam(n) for n in names],
+      metrics=[hp.Metric(FINAL_TAG, display_name=f"final {metric}"),
+               hp.Metric(MAX_TAG, display_name=f"max {metric}")]))])
+  written = []
+  for name, hparams in members.items():
+    s = summarize(name, read_rows(os.path.join(workdir, name)), 1.0, metric)
+    summaries = [(0, hp.hparams_pb(hparams, trial_id=name))]
+    if s.final_accuracy is not None:
+      summaries += [(s.final_step, scalar.scalar_pb(FINAL_TAG, s.final_accuracy)),
+                    (s.max_step, scalar.scalar_pb(MAX_TAG, s.max_accuracy))]
+    write(os.path.join(root, name), summaries)
+    written.append(os.path.join(root, name))
+  return written

@@ -148,7 +148,7 @@ def maybe_initialize_distributed(config, environ: Optional[Mapping[str, str]] = 
   (`multiprocess_launcher`); a GCE Cloud TPU VM slice sets no such variable, so
   use 'on' there. Must run before anything touches a JAX device.
   """
-  mode = config.get("distributed", "auto")
+  mode = config.distributed
   if mode not in DISTRIBUTED_MODES:
     raise ValueError(f"config.distributed={mode!r}; known: {', '.join(DISTRIBUTED_MODES)}.")
   env = os.environ if environ is None else environ

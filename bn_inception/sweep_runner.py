@@ -30,7 +30,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import ml_collections
 
-from bn_inception import config_files, overrides
+from bn_inception import config_files, overrides, progress
 from bn_inception.signals import StopSignals
 from bn_inception.sweep import Member, SweepError
 
@@ -70,17 +70,24 @@ def _ensure_repo_on_path():
     sys.path.insert(0, REPO_ROOT)
 
 
-def load_sweep(spec: str) -> List[Member]:
-  """The members of sweep file `spec` ('file.py' or 'file.py:arg'), checked for names."""
+def _call(spec: str, function: str, required: bool = True) -> Any:
+  """`function()` (or `function(arg)`) of sweep file `spec`; None if it has none and
+  it is not required."""
   path, _ = config_files.split_spec(spec)
   full = resolve_path(path)
   if full is None:
     raise SweepError(f"Sweep file {path} not found (looked in {REPO_ROOT} and {os.getcwd()}).")
   _ensure_repo_on_path()
   try:
-    result = config_files.load(spec, "get_sweep", full_path=full, shown=path)
+    return config_files.load(spec, function, full_path=full, shown=path, required=required)
   except config_files.ConfigFileError as e:
     raise SweepError(str(e)) from e
+
+
+def load_sweep(spec: str) -> List[Member]:
+  """The members of sweep file `spec` ('file.py' or 'file.py:arg'), checked for names."""
+  path, _ = config_files.split_spec(spec)
+  result = _call(spec, "get_sweep")
   found = _flatten(result if isinstance(result, (list, tuple)) else [result])
   bad = [m for m in found if not isinstance(m, Member)]
   if bad:
@@ -238,8 +245,10 @@ def _workdir_for_children(workdir: str) -> str:
   return os.path.abspath(workdir)
 
 
-def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember]) -> str:
-  """<workdir>/sweep.json: the sweep's members in order, their configs and commands."""
+def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember],
+                   **extra) -> str:
+  """<workdir>/sweep.json: the sweep's members in order, their configs and commands
+  (and `extra`, e.g. the SLURM resources of a submitted sweep)."""
   from etils import epath
   path = epath.Path(workdir) / MANIFEST
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,15 +257,17 @@ def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember]) 
     rows.append({"name": r.name, "config": r.config_arg,
                  "overrides": r.override_args, "num_steps": r.num_steps,
                  "command": shell_line(command(r, workdir)) if r.config_arg else None})
-  path.write_text(json.dumps({"sweep": spec, "members": rows}, indent=2) + "\n")
+  path.write_text(json.dumps({"sweep": spec, **extra, "members": rows}, indent=2) + "\n")
   return str(path)
 
 
 # ------------------------------------------------------------------------------ running
 
 
-def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out) -> Tuple[int, str]:
-  """Run argv from the repo root, its output to `out` and appended to log_path."""
+def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out,
+                    bar: Optional[progress.Progress] = None) -> Tuple[int, str]:
+  """Run argv from the repo root, its output to `out` and appended to log_path; `bar`
+  (a live one, on a terminal) follows the step the member has logged in its workdir."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   last_error = ""
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
@@ -266,9 +277,13 @@ def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out)
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     interrupt.child = proc
     try:
+      checked = 0.0
       for line in proc.stdout:
         log.write(line)
-        out.write(line)
+        progress.echo(line, out)  # its own lines carry step, loss and ETA
+        if bar is not None and time.time() - checked > 2:
+          checked = time.time()
+          bar.update_to(progress.workdir_step(os.path.dirname(log_path)) or 0)
         if line.startswith("error:"):
           last_error = line[len("error:"):].strip()
       rc = proc.wait()
@@ -284,6 +299,42 @@ def _run_inprocess(config, run_dir: str) -> Tuple[int, str]:
   except cli.USER_ERRORS + (train.NonFiniteError,) as e:
     return 2, _one_line(e)
   return (0, "") if "preempted_at_step" not in result else (0, "preempted")
+
+
+def members_to_run(spec: str, only: Optional[Sequence[str]] = None
+                   ) -> Tuple[List[ResolvedMember], List[ResolvedMember]]:
+  """(every member, the chosen ones), each resolved: every member is checked first."""
+  all_members = load_sweep(spec)
+  chosen = {m.name for m in select(all_members, only)}
+  all_resolved = [resolve(m) for m in all_members]
+  return all_resolved, [r for r in all_resolved if r.name in chosen]
+
+
+def prepare(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
+            as_commands: bool = True, **manifest_extra) -> List[ResolvedMember]:
+  """Check every member and its directory before anything runs, write the manifest and
+  return the chosen members. as_commands: each must have a command line (a subprocess
+  or a job), which a ConfigDict base has not."""
+  all_resolved, resolved = members_to_run(spec, only)
+  check_workdirs(workdir, resolved)
+  if as_commands:
+    for r in resolved:
+      command(r, workdir)  # ConfigDict members cannot run as a command: say so now
+  write_manifest(workdir, spec, all_resolved, **manifest_extra)
+  return resolved
+
+
+def load_resources(spec: str):
+  """The SLURM resources a sweep file asks for: its optional `get_resources()` (or
+  `get_resources(arg)` for 'file.py:arg'), a mapping of bn_inception/launch.py
+  slurm_config() fields, e.g. {"gpus_per_node": 8}; {} when it has none."""
+  fields = _call(spec, "get_resources", required=False)
+  if fields is None:
+    return {}
+  if not hasattr(fields, "items"):
+    raise SweepError(f"Sweep file {config_files.split_spec(spec)[0]}: get_resources() must "
+                     f"return a mapping of slurm fields, got {type(fields).__name__}.")
+  return dict(fields.items())
 
 
 @dataclasses.dataclass
@@ -306,44 +357,38 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
   member at a checkpoint and starts no other.
   """
   out = out or sys.stdout
-  all_members = load_sweep(spec)
-  chosen = {m.name for m in select(all_members, only)}
-  all_resolved = [resolve(m) for m in all_members]   # every member checked first
-  resolved = [r for r in all_resolved if r.name in chosen]
   if print_commands:
-    lines = [shell_line(command(r, workdir, python)) for r in resolved]
-    for line in lines:
-      print(line, file=out)
+    for r in members_to_run(spec, only)[1]:
+      print(shell_line(command(r, workdir, python)), file=out)
     return []
-  check_workdirs(workdir, resolved)
-  if not inprocess:
-    for r in resolved:
-      command(r, workdir)  # ConfigDict members cannot run as a command: say so now
-  write_manifest(workdir, spec, all_resolved)
+  resolved = prepare(spec, workdir, only, as_commands=not inprocess)
 
   outcomes: List[Outcome] = []
   child_workdir = _workdir_for_children(workdir)
   with StopSignals() as interrupt:
-    for r in resolved:
+    for i, r in enumerate(resolved, 1):
+      who = f"{i}/{len(resolved)} {r.name}"
       run_dir = member_workdir(workdir, r.name)
       if interrupt.received:
         outcomes.append(Outcome(r.name, "not started", member_status(run_dir, r.num_steps)[1]))
         continue
       status, step = member_status(run_dir, r.num_steps)
       if status == "finished":
-        print(f"[sweep] {r.name}: finished (checkpoint at step {step}); skipped.",
+        print(f"[sweep] {who}: finished (checkpoint at step {step}); skipped.",
               file=out, flush=True)
         outcomes.append(Outcome(r.name, "skipped", step))
         continue
       what = "starting" if status == "new" else f"resuming from step {step}"
-      print(f"[sweep] {r.name}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
+      print(f"[sweep] {who}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
       start = time.time()
       if inprocess:
         rc, error = _run_inprocess(r.config, run_dir)
       else:
         argv = command(r, child_workdir, python=sys.executable)
-        rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
-                                    interrupt, out)
+        with progress.Progress(f"sweep {who}", r.num_steps, "step", initial=step,
+                               live_only=True) as bar:
+          rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
+                                      interrupt, out, bar)
       seconds = time.time() - start
       status, step = member_status(run_dir, r.num_steps)
       if status == "finished":
@@ -354,12 +399,25 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
       else:
         outcome = Outcome(r.name, "failed", step, seconds,
                           error or f"exit status {rc}; see {run_dir}/{LOG_FILE}")
-      print(f"[sweep] {r.name}: {outcome.status} at step {outcome.step} "
-            f"({seconds:.0f} s){': ' + outcome.error if outcome.error else ''}",
-            file=out, flush=True)
+      print(f"[sweep] {who}: {outcome.status} at step {outcome.step} "
+            f"({progress.format_duration(seconds)}){_accuracy_note(run_dir)}"
+            f"{': ' + outcome.error if outcome.error else ''}", file=out, flush=True)
       outcomes.append(outcome)
   print(summary(outcomes), file=out, flush=True)
+  if "://" not in workdir:  # TensorBoard's HParams dashboard compares the members
+    from bn_inception import report
+    report.write_hparams(workdir)
   return outcomes
+
+
+def _accuracy_note(run_dir: str) -> str:
+  """', eval/accuracy 0.9291 (max 0.9300 @1,500)' from a member's metrics.jsonl."""
+  from bn_inception import report
+  s = report.summarize(os.path.basename(run_dir), report.read_rows(run_dir), 1.0)
+  if s.final_accuracy is None:
+    return ""
+  return (f", {report.METRIC} {s.final_accuracy:.4f} (max {s.max_accuracy:.4f} "
+          f"@{s.max_step:,})")
 
 
 def summary(outcomes: Sequence[Outcome]) -> str:

@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
+import os
 from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import periodic_actions
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
 from bn_inception import metrics as metrics_lib
-from bn_inception import faults, models, optim, sharding
+from bn_inception import models, optim, progress, sharding
 from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
 from bn_inception.data import DataSource, create_source
-from bn_inception.models.mlp import PROBES
+from bn_inception.models import RECORDED, state_variables
 from bn_inception.signals import StopSignals
-
-PERCENTILES = (15, 50, 85)  # Figure 1(b, c)
 
 
 class TrainState(train_state.TrainState):
@@ -43,7 +40,11 @@ class NonFiniteError(Exception):
 
 
 def create_train_state(model, tx, image_shape, rng) -> TrainState:
-  variables = models.init_variables(model, image_shape, rng)
+  return train_state_of(model, tx, models.init_variables(model, image_shape, rng))
+
+
+def train_state_of(model, tx, variables: dict) -> TrainState:
+  """A step-0 TrainState holding `variables` (params, BN statistics), fresh optimizer."""
   return TrainState.create(
       apply_fn=model.apply, params=variables["params"], tx=tx,
       batch_stats=variables.get(BATCH_STATS, {}),
@@ -51,15 +52,7 @@ def create_train_state(model, tx, image_shape, rng) -> TrainState:
       first_nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
-def _variables(state: TrainState) -> dict:
-  v = {"params": state.params}
-  if state.batch_stats:
-    v[BATCH_STATS] = state.batch_stats
-  return v
-
-
-def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable,
-               base_rng, loss_scale_fn: Optional[Callable] = None):
+def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Callable, base_rng):
   """One SGD step. The dropout stream is a function of (seed, step)."""
   images = train_inputs(batch)
   labels = batch["label"]
@@ -67,11 +60,9 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
   def loss_fn(params):
     logits, mutated = state.apply_fn(
-        {**_variables(state), "params": params}, images, train=True,
+        {**state_variables(state), "params": params}, images, train=True,
         rngs={"dropout": rng}, mutable=[BATCH_STATS])
     loss = metrics_lib.cross_entropy(logits, labels).mean()
-    if loss_scale_fn is not None:
-      loss = loss * loss_scale_fn(state.step)
     return loss, (logits, mutated.get(BATCH_STATS, {}))
 
   (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -93,12 +84,12 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
 
 
 def eval_step(state: TrainState, batch, *, normalize: Callable):
-  """Masked metrics over one padded batch, plus any probes the model writes."""
-  logits, mutated = state.apply_fn(_variables(state), normalize(batch["image"]),
-                                   train=False, mutable=[PROBES])
+  """Masked metrics over one padded batch, plus whatever the model records."""
+  logits, mutated = state.apply_fn(state_variables(state), normalize(batch["image"]),
+                                   train=False, mutable=[RECORDED])
   outputs = metrics_lib.eval_outputs(logits, batch["label"])
   metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)
-  return metrics, mutated.get(PROBES, {})
+  return metrics, mutated.get(RECORDED, {})
 
 
 def moments_step(variables, batch, *, apply_fn: Callable, train_inputs: Callable, base_rng):
@@ -128,7 +119,8 @@ class Trainer:
     self.model = models.create_model(config, bn_group_size=group)
     self.tx, self.schedule = optim.create_optimizer(
         config.optim, config.train.num_steps,
-        steps_per_epoch=self.source.num_train_examples / config.train.batch_size)
+        steps_per_epoch=self.source.num_train_examples / config.train.batch_size,
+        decay_exempt=models.weight_decay_exempt(config))
     self.base_rng = dropout_rng(config.seed)
 
     repl, data = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
@@ -144,14 +136,9 @@ class Trainer:
     self._init = jax.jit(
         lambda: create_train_state(self.model, self.tx, self.source.image_shape, init_rng),
         out_shardings=self.state_sharding)
-    poison = config.train.get("inject_nonfinite_at_step", -1)
-    loss_scale_fn = None
-    if poison >= 0:  # fault injection for the reliability tests
-      loss_scale_fn = lambda step: jnp.where(step == poison, jnp.inf, 1.0)
     self.train_step = jax.jit(
         functools.partial(train_step, train_inputs=self.source.train_inputs,
-                          schedule=self.schedule, base_rng=self.base_rng,
-                          loss_scale_fn=loss_scale_fn),
+                          schedule=self.schedule, base_rng=self.base_rng),
         in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
         donate_argnums=0)
     self.eval_step = jax.jit(
@@ -172,31 +159,36 @@ class Trainer:
     return sharding.device_batches(local, self.mesh)
 
   def evaluate(self, state: TrainState) -> Dict[str, float]:
-    """Metrics over EVERY eval example exactly once (padded, masked last batch)."""
-    total, probes, masks = None, [], []
+    """Metrics over EVERY eval example exactly once (padded, masked last batch).
+
+    Per-example values the model records (models.RECORDED) are summarised by the
+    percentiles in `config.model.record_percentiles`, as eval/<collection>/<name>/p<q>.
+    """
+    total, recorded, masks = None, [], []
     for local in self.source.eval_batches(self.config.train.eval_batch_size,
                                           jax.process_index(), jax.process_count()):
       batch = sharding.global_batch(local, self.mesh)
-      m, p = self.eval_step(state, batch)
+      m, r = self.eval_step(state, batch)
       total = m if total is None else total.merge(m)
-      if p:
-        probes.append(p)
+      if r:
+        recorded.append(r)
         masks.append(batch["mask"])
     out = {f"eval/{k}": float(v) for k, v in total.compute().items()}
     out["eval/num_examples"] = int(total.accuracy.count)
-    if probes:
+    if recorded:
+      quantiles = tuple(self.config.model.record_percentiles)
       mask = _to_host(masks)
-      for name in probes[0]:
-        values = _to_host([p[name] for p in probes])[mask]
-        for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
-          out[f"eval/probe/{name}/p{q}"] = float(v)
+      for name in recorded[0]:
+        values = _to_host([r[name] for r in recorded])[mask]
+        for q, v in zip(quantiles, np.percentile(values, quantiles)):
+          out[f"eval/{RECORDED}/{name}/p{q}"] = float(v)
     return out
 
   def population_statistics(self, state: TrainState, num_batches: int,
                             start_step: int = 0) -> TrainState:
     """Replace the moving averages with exact averages over `num_batches` training batches."""
     batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
-    variables, _ = population_statistics(self.moments_step, _variables(state), batches)
+    variables, _ = population_statistics(self.moments_step, state_variables(state), batches)
     return state.replace(batch_stats=variables[BATCH_STATS])
 
 
@@ -230,10 +222,11 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   ckpt_lib.check_or_save_config(workdir, config, save=False)
   trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
   tc = config.train
-  policy = tc.get("nonfinite_policy", "stop")
+  policy = tc.nonfinite_policy
   if policy not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite_policy={policy!r}; use 'stop' or 'skip'.")
-  with ckpt_lib.workdir_lock(workdir):  # one trainer per workdir
+  # One trainer per workdir; its full log lines go to <workdir>/log.txt.
+  with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
     checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every, tc.keep_checkpoints,
                                         owner=True)
     try:  # on any error, still finish (commit) a checkpoint already being written
@@ -249,7 +242,10 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
   writer = metrics_lib.create_writer(workdir)
   if restored is None:
     state = trainer.init_state()
-    logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
+    if tc.get("init_from"):  # fine-tuning; a resume (above) takes precedence
+      state = init_from(trainer, state, tc.init_from)
+    else:
+      logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
   else:
     state, meta = restored
     state = jax.device_put(state, trainer.state_sharding)
@@ -273,8 +269,12 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
             "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
             "num_devices": trainer.mesh.size}
 
-  report = periodic_actions.ReportProgress(num_train_steps=tc.num_steps, writer=writer,
-                                           every_steps=tc.log_every, every_secs=None)
+  # clu's ReportProgress (steps/s to the writers) and one console line per log step.
+  report = progress.TrainProgress(
+      writer, name=os.path.basename(os.path.normpath(workdir)), num_steps=tc.num_steps,
+      batch_size=tc.batch_size, log_every=tc.log_every, eval_every=tc.eval_every,
+      start_step=start, show=jax.process_index() == 0)
+  writer = report.writer
   last_eval: Dict[str, float] = {}
   if start == 0 and tc.eval_at_start and tc.eval_every > 0:
     last_eval = trainer.evaluate(state)
@@ -282,12 +282,9 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
 
   train_metrics = None
   batches = trainer.train_batches(start)
-  after_step = faults.step_hook()
   with StopSignals() as stop:
     for step in range(start + 1, tc.num_steps + 1):
       state, m = trainer.train_step(state, next(batches))
-      if after_step:
-        after_step()
       train_metrics = m if train_metrics is None else train_metrics.merge(m)
       report(step)
       if step % tc.log_every == 0 or step == tc.num_steps:
@@ -306,17 +303,62 @@ def _train_loop(config, workdir, trainer, checkpointer, policy) -> Dict[str, flo
       if stopping:
         checkpointer.wait()
         writer.flush()
-        msg = f"preempted at step {step}; rerun the same command to resume"
-        logging.warning(msg)
-        print(msg, flush=True)
+        report.close()
+        logging.warning("preempted at step %d; rerun the same command to resume", step)
         return {**last_eval, "preempted_at_step": step}
   checkpointer.wait()
   writer.flush()
+  report.close()
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'
-    msg = (f"{skipped} training step(s) had a non-finite loss or gradients and were skipped "
-           f"(first: step {int(state.first_nonfinite_step)}).")
-    logging.warning(msg)
-    print(msg, flush=True)
+    logging.warning("%d training step(s) had a non-finite loss or gradients and were skipped "
+                    "(first: step %d).", skipped, int(state.first_nonfinite_step))
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuning: config.train.init_from (README, "Reference weights").
+
+CLASSIFIER = "logits"  # every model's classifier; re-initialised when num_classes differs
+
+
+def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
+  """`state` (fresh: step 0, new optimizer) with the parameters and BN statistics of
+  the run `spec` = 'workdir' or 'workdir@step' (restored and verified like every
+  checkpoint); its classifier is kept fresh when the number of classes differs."""
+  workdir, step = ckpt_lib.split_step(spec)
+  config = trainer.config
+  source = ckpt_lib.read_config(workdir)
+  if source.model.name != config.model.name:
+    raise ValueError(f"train.init_from={spec!r} holds a {source.model.name!r} model, this "
+                     f"run trains {config.model.name!r}.")
+  model = models.create_model(source)
+  abstract = jax.eval_shape(lambda: models.init_variables(model, trainer.source.image_shape,
+                                                          jax.random.key(0)))
+  checkpointer = ckpt_lib.Checkpointer(workdir)
+  try:
+    variables, restored_step = checkpointer.restore_variables(
+        abstract, sharding.replicated(trainer.mesh), step)
+  except ckpt_lib.CheckpointError as e:
+    raise ckpt_lib.CheckpointError(f"train.init_from={spec!r}: {e}") from e
+  finally:
+    checkpointer.close()
+  params, batch_stats = dict(variables["params"]), variables.get(BATCH_STATS, {})
+  new_head = source.model.num_classes != config.model.num_classes
+  if new_head:
+    params[CLASSIFIER] = state.params[CLASSIFIER]
+  lines = ckpt_lib.shape_mismatches({"params": params, BATCH_STATS: batch_stats},
+                                    {"params": state.params, BATCH_STATS: state.batch_stats})
+  if lines:
+    raise ckpt_lib.CheckpointError(
+        f"train.init_from={spec!r} does not fit this model:\n" + "\n".join(lines[:20]) +
+        "\nFine-tuning keeps the network (only model.num_classes may differ).")
+  msg = (f"Initialised parameters and BN statistics from {workdir} step {restored_step}; "
+         f"fresh optimizer from step 0" +
+         (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
+          f"has {source.model.num_classes})" if new_head else "") + ".")
+  logging.info(msg)
+  return state.replace(
+      params=jax.device_put(params, trainer.state_sharding.params),
+      batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))

@@ -8,7 +8,7 @@ this file holds the model variants and a smoke test on the base MNIST data:
   python scripts/train.py --config=configs/bn_inception.py:mnist_smoke --workdir=/tmp/bni
 """
 
-from bn_inception.models.inception import inception_model_config
+from bn_inception.schema import inception_model_config
 from configs import base
 
 VARIANTS = ("bn_inception", "inception", "mnist_smoke")

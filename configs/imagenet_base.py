@@ -6,8 +6,7 @@ Variants (the `:arg` of every paper config):
 Where the paper is silent we take TF-slim's inception_v2 values and say so.
 """
 
-from bn_inception.data.imagenet import imagenet_data_config
-from bn_inception.models.inception import inception_model_config
+from bn_inception.schema import imagenet_data_config, inception_model_config
 from configs import base
 
 VARIANTS = ("full", "cpu")

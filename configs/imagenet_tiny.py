@@ -9,9 +9,7 @@ curve; mild crops and no colour distortion let it memorise in about a minute:
       --output_dir=/tmp/tiny_eval
 """
 
-import ml_collections
-
-from bn_inception.data.imagenet import imagenet_data_config
+from bn_inception.schema import imagenet_data_config, mlp_model_config
 from configs import base
 
 
@@ -19,9 +17,8 @@ def get_config():
   c = base.get_config()
   c.data = imagenet_data_config("imagenet_folder", image_size=32,
                                 crop_area_range=(0.5, 1.0), distortion_strength=0.0)
-  c.model = ml_collections.ConfigDict(dict(
-      name="mlp", hidden_units=(512,), num_classes=1000, activation="relu",
-      init_stddev=0.02, probe_unit=0, image_size=32))
+  c.model = mlp_model_config(hidden_units=(512,), num_classes=1000, activation="relu",
+                             init_stddev=0.02, image_size=32)
   c.bn.momentum = 0.9
   c.optim.learning_rate = 0.5
   c.optim.momentum = 0.9

@@ -39,7 +39,7 @@ All five take about 10 minutes on 2 CPU cores.
 
 import importlib
 
-from bn_inception.models.mini_inception import mini_inception_model_config
+from bn_inception.schema import mini_inception_model_config
 from configs import base
 
 RUNS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")

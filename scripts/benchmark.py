@@ -7,15 +7,11 @@
 """
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch size (default: the config's).")

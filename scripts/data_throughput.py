@@ -8,18 +8,15 @@ first batch (pipeline start-up) is timed separately.
 """
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from bn_inception import cli, progress, schema
+from bn_inception.data import create_source
 
-from bn_inception import cli  # noqa: E402
-from bn_inception.data import create_source, imagenet  # noqa: E402
-
-_DATA = config_flags.DEFINE_config_dict("data", imagenet.imagenet_data_config())
+_DATA = config_flags.DEFINE_config_dict("data", schema.imagenet_data_config())
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 20, "Batches timed after the first.")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "Which pipeline to time.")
@@ -35,7 +32,9 @@ def measure(data_config, batch_size: int, num_batches: int, split: str) -> dict:
   next(batches)
   first = time.perf_counter() - start
   start, n = time.perf_counter(), 0
-  for _, batch in zip(range(num_batches), batches):
+  timed = progress.track(zip(range(num_batches), batches), f"{split} batches", num_batches,
+                         "batches")
+  for _, batch in timed:
     n += len(batch["label"])
   seconds = time.perf_counter() - start
   return {"split": split, "image_size": data_config.image_size, "batch_size": batch_size,

@@ -8,16 +8,21 @@
 checkpoint (newest, or --step / @STEP) are loaded; top-1/top-5 error of every
 member and of their probability-averaged ensemble are printed and written to
 <output_dir>/report.json and report.md. --batch_size counts crops per global batch.
+
+  python scripts/evaluate.py --workdirs='/shared/ens/x30_*' --crops=1,144 \
+      --output_dir=/shared/ens/eval --launcher=slurm --slurm.gpus_per_node=8
+
+--launcher=slurm submits this same command (without the launcher flags) as one SLURM job
+(bn_inception/launch.py; resources as --slurm.<field>=<value>), run in this directory,
+its files in <output_dir>/slurm; it prints the job id and returns.
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, launch
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "Training workdirs (`dir` or `dir@STEP`; shell "
                                "patterns such as 'runs/ens/x30_*' are expanded).")
@@ -35,7 +40,24 @@ _OVERRIDE = flags.DEFINE_multi_string("override", [], "data.<field>=<value> or "
                                       "train.<field>=<value> for every member's saved config, "
                                       "e.g. data.train_dir=/path/to/images.")
 _PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 4 numbers beside ours.")
+launch.define_flags()  # --launcher=local|slurm, --slurm.<field>=<value>
 flags.mark_flags_as_required(["output_dir"])
+
+
+def submit_as_job() -> None:
+  """This command, less the launcher flags, as one SLURM job run in this directory."""
+  output_dir = _OUTPUT_DIR.value
+  if "://" in output_dir:
+    raise ValueError(f"--launcher=slurm keeps the job's files in <output_dir>/slurm: give a "
+                     f"--output_dir on a filesystem the nodes share, not {output_dir}.")
+  folder = os.path.join(os.path.abspath(output_dir), "slurm")
+  resources = launch.flag_resources()
+  argv = [sys.executable, os.path.abspath(__file__),
+          *launch.without_launcher_flags(sys.argv[1:])]
+  job_id = launch.submit(argv, folder, resources, "evaluate", cwd=os.getcwd())
+  print(f"submitted evaluation as job {job_id} ({launch.describe(resources)})\n"
+        f"log: {launch.log_paths(folder, job_id)[0]}\n"
+        f"report: {os.path.join(os.path.abspath(output_dir), 'report.md')} (and report.json)")
 
 
 def run():
@@ -48,6 +70,12 @@ def run():
     crops = [int(c) for c in _CROPS.value]
   except ValueError:
     raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
+  if flags.FLAGS.launcher == "slurm":  # crops and members' configs checked here first
+    from bn_inception import checkpoint
+    for spec in specs:
+      checkpoint.read_config(spec.workdir)
+    submit_as_job()
+    return
   ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
                batch_size=_BATCH.value, population_stats_batches=_POP.value,
                overrides=_OVERRIDE.value, command=" ".join(sys.argv), paper=_PAPER.value)

@@ -10,11 +10,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/fig1", "Output directory.")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: the config's 50,000).")

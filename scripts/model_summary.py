@@ -8,15 +8,10 @@ convolution, c_in * c_out for the classifier; pooling, BN and nonlinearities are
 not counted); shapes and parameter counts are checked against the flax model.
 """
 
-import os
-import sys
+from absl import flags
+from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)

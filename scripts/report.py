@@ -13,14 +13,9 @@ Members whose config.json differ only by `seed` get a mean ± spread row. --x=<f
 it, one line per setting of the other fields that vary, in accuracy_vs_<field>.png.
 """
 
-import os
-import sys
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from bn_inception import cli  # noqa: E402
+from bn_inception import cli, progress
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
 _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
@@ -45,6 +40,8 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  progress.setup_console()
+  cli.quiet_library_logs()
   cli.run_main(run)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bn_inception import schema
 from bn_inception.data import augment, create_source, default_data_root, device_augment, imagenet
 
 SAMPLE = os.path.join(default_data_root(), "imagenet_sample")
@@ -63,7 +64,7 @@ def test_brightness_and_contrast_ranges_on_grey_images():
 
 
 def _folder_config(**kw):
-  return imagenet.imagenet_data_config(train_dir=SAMPLE, image_size=24, **kw)
+  return schema.imagenet_data_config(train_dir=SAMPLE, image_size=24, **kw)
 
 
 @pytest.mark.skipif(not os.path.isdir(SAMPLE), reason=f"no {SAMPLE}")

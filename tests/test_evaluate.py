@@ -4,6 +4,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception import ensemble, evaluate, train
+from bn_inception import ensemble, evaluate, progress, schema, train
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
@@ -387,6 +388,28 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   assert row["top1_error"] == error("eval/accuracy")
 
 
+def test_evaluation_progress_and_with_progress_off_only_results(mnist_workdir, capsys):
+  spec = ensemble.MemberSpec(mnist_workdir)
+  try:
+    progress.configure(enabled=True, live=False)  # as in a log: start and end lines
+    ensemble.run([spec], [1], batch_size=1000, population_stats_batches=3)
+    err = capsys.readouterr().err
+    assert re.search(r"^population statistics mlp: 3/3 batches \(100%\) \[", err, re.M)
+    assert re.search(r"^1 crop\(s\), mlp: 0/10000 crops \(0%\)", err, re.M)
+    assert re.search(r"^1 crop\(s\), mlp: 10000/10000 crops \(100%\) \[.*crops/s\]$", err,
+                     re.M)
+    assert f"loaded mlp: {mnist_workdir} step 20" in err
+    progress.configure(enabled=False)
+    report = ensemble.run([spec], [1], batch_size=1000)
+  finally:
+    progress.configure()
+  out, err = capsys.readouterr()
+  assert err == ""
+  [res] = report["results"]
+  assert out == (evaluate.format_table(res["rows"]) + f"\n1 crop(s): {res['seconds']:.1f} s "
+                 f"({res['crops_per_second']:.0f} crops/s)\n")
+
+
 def test_missing_checkpoint_and_step_are_clear_errors(mnist_workdir, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
@@ -468,9 +491,8 @@ def test_imagenet_sample_every_image_once(tmp_path):
   divide the counts, equal to batches that do."""
   from configs import imagenet_base
   c = imagenet_base.apply_variant(imagenet_base.get_config("cpu"), "cpu")
-  c.model = ml_collections.ConfigDict(dict(
-      name="mlp", hidden_units=(16,), num_classes=1000, activation="relu", init_stddev=0.05,
-      probe_unit=0, image_size=16))
+  c.model = schema.mlp_model_config(hidden_units=(16,), num_classes=1000, activation="relu",
+                                    init_stddev=0.05, image_size=16)
   c.data.image_size = 16
   c.train.batch_size = 8
   c.train.num_steps = 2

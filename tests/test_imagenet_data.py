@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bn_inception import schema
 from bn_inception.data import DataError, create_source, default_data_root
 from bn_inception.data.base import EpochSampler
 from bn_inception.data import imagenet
@@ -21,7 +22,7 @@ SIZE = 32
 
 def config(**overrides):
   overrides.setdefault("image_size", SIZE)
-  return imagenet.imagenet_data_config(**overrides)
+  return schema.imagenet_data_config(**overrides)
 
 
 def take(iterator, n):
@@ -256,7 +257,7 @@ def test_missing_dirs_and_bad_fields_say_what_to_do(tmp_path):
   with pytest.raises(DataError, match="not prepared.*downloads"):
     create_source(config(name="imagenet_tfds", tfds_data_dir=missing))
   with pytest.raises(KeyError, match="no field"):
-    imagenet.imagenet_data_config(imagesize=3)
+    schema.imagenet_data_config(imagesize=3)
   with pytest.raises(ValueError, match="distortion_strength"):
     create_source(config(train_dir=str(tmp_path / "empty"), distortion_strength=2.0))
 

@@ -32,8 +32,8 @@ def test_members_differ_from_bn_x30_exactly_in_documented_fields(variant):
     config = flat(resolve(member).config)
     differs = {k for k in reference if config[k] != reference[k]}
     expected = set(paper_ensemble.MEMBERS[member.name])
-    if variant == "cpu":
-      expected |= {k for k, v in paper_ensemble.CPU_TWIN.items() if reference[k] != v}
+    extra = paper_ensemble.CPU_TWIN if variant == "cpu" else paper_ensemble.FULL
+    expected |= {k for k, v in extra.items() if reference[k] != v}
     assert differs == expected, member.name
     assert set(paper_ensemble.MEMBERS[member.name]) <= DOCUMENTED
     seen |= set(paper_ensemble.MEMBERS[member.name])

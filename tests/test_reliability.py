@@ -1,7 +1,9 @@
 """Faults against the real CLI: kill -9, SIGTERM, damaged checkpoints, NaNs, bad input.
 
 Every run is `python scripts/train.py ...` in a subprocess, on a tiny MNIST MLP
-(1 CPU device), so kills and signals are real. A resumed run must end with
+(1 CPU device), so kills and signals are real; a run that needs a slower step, a
+slow checkpoint commit or a NaN is started through tests/fault_injection.py, which
+patches those in and runs the same script in-process. A resumed run must end with
 parameters, BN statistics and optimizer state bit-for-bit equal to an
 uninterrupted run. docs/reliability.md maps each fault to its test.
 """
@@ -10,6 +12,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "scripts" / "train.py")
+FAULT_INJECTION = str(REPO / "tests" / "fault_injection.py")
 NUM_STEPS = 120
 TINY = [
     "--config=configs/mnist_fig1.py",
@@ -48,12 +52,11 @@ def report_tally():
     Path(os.environ["RELIABILITY_TALLY"]).write_text(json.dumps(TALLY))
 
 
-def _env(devices=1, **extra):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("BN_INCEPTION_TEST_")}
+def _env(devices=1):
+  env = dict(os.environ)
   env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   env.pop("BN_INCEPTION_DEBUG", None)
-  env.update({k: str(v) for k, v in extra.items()})
   return env
 
 
@@ -64,14 +67,17 @@ def _merge(flags):
   return list(merged.values())
 
 
-def launch(workdir, *flags, **env):
-  return subprocess.Popen([sys.executable, TRAIN, f"--workdir={workdir}", *_merge(flags)],
-                          cwd=REPO, env=_env(**env), stdout=subprocess.PIPE,
+def launch(workdir, *flags, faults=(), devices=1):
+  """scripts/train.py with TINY + `flags`; with `faults` (tests/fault_injection.py
+  flags, e.g. ["--sleep_after_step=0.02"]) through that launcher."""
+  cmd = [TRAIN] if not faults else [FAULT_INJECTION, *faults, "--"]
+  return subprocess.Popen([sys.executable, *cmd, f"--workdir={workdir}", *_merge(flags)],
+                          cwd=REPO, env=_env(devices), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
-def run(workdir, *flags, timeout=180, **env):
-  p = launch(workdir, *flags, **env)
+def run(workdir, *flags, timeout=180, faults=(), devices=1):
+  p = launch(workdir, *flags, faults=faults, devices=devices)
   out, err = p.communicate(timeout=timeout)
   return p.returncode, out, err
 
@@ -134,16 +140,19 @@ def reference(tmp_path_factory):
 
 def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
-  p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
+  p = launch(workdir, faults=["--sleep_after_step=0.02"])
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
   time.sleep(random.uniform(0.05, 0.5))
   p.send_signal(signal.SIGTERM)
   TALLY["faults_injected"] += 1
   out, err = p.communicate(timeout=60)
   assert p.returncode == 0, err[-3000:]
-  line = [l for l in out.splitlines() if l.startswith("preempted at step")]
-  assert line and line[0].endswith("rerun the same command to resume"), out
-  step = int(line[0].split()[3].rstrip(";"))
+  # A warning on the console (stderr); the script's result line (stdout) agrees.
+  logged = re.findall(r"preempted at step (\d+); rerun the same command to resume$",
+                      err, re.MULTILINE)
+  assert len(logged) == 1, err[-3000:]
+  step = int(logged[0])
+  assert re.findall(r"'preempted_at_step': (\d+)", out) == logged, out
   assert 20 < step < NUM_STEPS and steps_on_disk(workdir)[-1] == step
   TALLY["events"].append(f"SIGTERM: checkpoint at step {step}, exit 0")
   assert load_state(workdir)["['step']"] == step
@@ -157,10 +166,16 @@ def test_sigterm_checkpoints_the_step_reached_and_resumes_exactly(tmp_path, refe
 def test_second_trainer_in_a_live_workdir_is_refused_and_the_first_is_untouched(
     tmp_path, reference):
   workdir = tmp_path / "run"
-  p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.15)  # still running ~15 s later
+  p = launch(workdir, faults=["--sleep_after_step=0.02"])
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
-  rc, out, err = run(workdir)
-  assert p.poll() is None, "the first run ended before the second one was tried"
+  # Stopped, the first run stays live (and keeps its lock) however long the second
+  # one takes to start on a loaded machine.
+  p.send_signal(signal.SIGSTOP)
+  try:
+    rc, out, err = run(workdir)
+    assert p.poll() is None, "the first run ended before the second one was tried"
+  finally:
+    p.send_signal(signal.SIGCONT)
   TALLY["bad_inputs_tried"] += 1
   _assert_one_clear_error(rc, err, "is in use by another training run")
   assert f"pid {p.pid} on " in err  # names the holder
@@ -170,7 +185,7 @@ def test_second_trainer_in_a_live_workdir_is_refused_and_the_first_is_untouched(
   TALLY["events"].append("second trainer in a live workdir: refused, first run exact")
   # A holder killed with -9 leaves the lock file, but not the lock.
   p = launch(workdir, f"--config.train.num_steps={NUM_STEPS + 40}",
-             BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
+             faults=["--sleep_after_step=0.02"])
   wait_for(lambda: NUM_STEPS + 20 in steps_on_disk(workdir), p, what="a new checkpoint")
   p.kill()
   p.communicate()
@@ -180,7 +195,7 @@ def test_second_trainer_in_a_live_workdir_is_refused_and_the_first_is_untouched(
 
 def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
   workdir = tmp_path / "run"
-  p = launch(workdir, BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
+  p = launch(workdir, faults=["--sleep_after_step=0.02"])
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
   delay = random.uniform(0.0, 1.5)
   time.sleep(delay)
@@ -207,7 +222,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
     tmp_path, reference):
   workdir = tmp_path / "run"
   # Each checkpoint waits 1 s in its tmp dir before the rename that commits it.
-  p = launch(workdir, BN_INCEPTION_TEST_SLOW_COMMIT_S=1.0)
+  p = launch(workdir, faults=["--slow_commit_s=1"])
   wait_for(lambda: steps_on_disk(workdir) and tmp_dirs(workdir), p,
            what="a committed checkpoint and a second one mid-write")
   p.kill()
@@ -227,12 +242,12 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_last_complete_one(
 @pytest.mark.slow
 def test_sigint_with_a_requeue_exit_code(tmp_path):
   workdir = tmp_path / "run"
-  p = launch(workdir, "--preempted_exit_code=75", BN_INCEPTION_TEST_STEP_SLEEP_S=0.02)
+  p = launch(workdir, "--preempted_exit_code=75", faults=["--sleep_after_step=0.02"])
   wait_for(lambda: 20 in steps_on_disk(workdir), p, what="the first checkpoint")
   p.send_signal(signal.SIGINT)
   TALLY["faults_injected"] += 1
   out, err = p.communicate(timeout=60)
-  assert p.returncode == 75 and "preempted at step" in out, err[-3000:]
+  assert p.returncode == 75 and "preempted at step" in err, err[-3000:]
 
 
 # ---- damaged checkpoints -----------------------------------------------------
@@ -249,8 +264,8 @@ def test_truncated_newest_checkpoint_falls_back_and_is_moved_aside(tmp_path, ref
   rc, out, err = run(workdir)
   assert rc == 0, err[-3000:]
   assert "Traceback" not in err and "Event loop is closed" not in err
-  warning = [l for l in out.splitlines() if "unusable" in l]
-  assert warning and f"checkpoint at step {NUM_STEPS} unusable" in warning[0], out
+  warning = [l for l in err.splitlines() if "unusable" in l]
+  assert warning and f"checkpoint at step {NUM_STEPS} unusable" in warning[0], err[-3000:]
   assert f"resuming from step {NUM_STEPS - 20}" in warning[0]
   # The damaged one is kept, not deleted; training saved step NUM_STEPS afresh.
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
@@ -278,7 +293,7 @@ def abstract_state():
   return make
 
 
-def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_state, capsys):
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_state, caplog):
   """One flipped byte in an array file (bit rot): orbax restores it without complaint."""
   from bn_inception import checkpoint as ckpt_lib
   workdir = _copy_checkpoints(reference, tmp_path)
@@ -297,7 +312,7 @@ def test_flipped_byte_is_caught_by_the_checksum(tmp_path, reference, abstract_st
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
   state, meta = checkpointer.restore(abstract_state())
   assert (f"checkpoint at step {NUM_STEPS} unusable (CheckpointError: checksum mismatch in "
-          f"params/dense0/kernel)") in capsys.readouterr().out
+          f"params/dense0/kernel)") in caplog.text
   assert int(state.step) == NUM_STEPS - 20 and meta["step"] == NUM_STEPS - 20
   assert checkpointer.latest_step() == NUM_STEPS - 20
   assert (workdir / "checkpoints" / f"damaged-{NUM_STEPS}").is_dir()
@@ -401,17 +416,18 @@ def test_metrics_row_after_a_cut_line_survives(tmp_path):
   assert read_jsonl(str(path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
 
 
-def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, capsys):
+def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, caplog):
   from bn_inception import checkpoint as ckpt_lib
   from configs import mnist_fig1
   config = mnist_fig1.get_config()
   ckpt_lib.check_or_save_config(str(tmp_path), config)
+  (tmp_path / "checkpoints" / "20").mkdir(parents=True)  # a run exists (see the retry rule)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["optim"]["momentum"]            # as if written before the field existed
   saved["train"]["retired_field"] = 1       # and a field the code no longer has
   (tmp_path / "config.json").write_text(json.dumps(saved))
   ckpt_lib.check_or_save_config(str(tmp_path), config)
-  out = capsys.readouterr().out
+  out = caplog.text
   assert "config field optim.momentum is new since this run started; using 0.0" in out
   assert "config field train.retired_field (=1 in the workdir) no longer exists" in out
   config.optim.momentum = 0.5  # but a changed value is still refused
@@ -429,7 +445,7 @@ def test_nan_stops_the_run_before_any_save_and_keeps_the_last_good_checkpoint(
     tmp_path, abstract_state):
   from bn_inception import checkpoint as ckpt_lib
   workdir = tmp_path / "run"
-  rc, out, err = run(workdir, "--config.train.inject_nonfinite_at_step=45")
+  rc, out, err = run(workdir, faults=["--nonfinite_at_step=45"])
   TALLY["faults_injected"] += 1
   assert rc != 0
   lines = error_lines(err)
@@ -445,12 +461,12 @@ def test_nan_stops_the_run_before_any_save_and_keeps_the_last_good_checkpoint(
 @pytest.mark.slow
 def test_nan_skip_finishes_and_reports_the_skipped_step(tmp_path):
   workdir = tmp_path / "run"
-  rc, out, err = run(workdir, "--config.train.inject_nonfinite_at_step=45",
-                     "--config.train.nonfinite_policy=skip")
+  rc, out, err = run(workdir, "--config.train.nonfinite_policy=skip",
+                     faults=["--nonfinite_at_step=45"])
   TALLY["faults_injected"] += 1
   assert rc == 0, err[-3000:]
   assert "1 training step(s) had a non-finite loss or gradients and were skipped " \
-         "(first: step 45)" in out
+         "(first: step 45)" in err
   state = load_state(workdir)
   assert state["['nonfinite_steps']"] == 1 and state["['step']"] == NUM_STEPS
   assert all(np.isfinite(v).all() for v in state.values())
@@ -493,7 +509,8 @@ def test_bad_flag_is_one_line(tmp_path, case):
 
 
 def _mnist_copy(tmp_path):
-  src = REPO.parent / "shared" / "data" / "mnist"
+  from bn_inception.data import default_data_root
+  src = Path(default_data_root()) / "mnist"  # $BN_INCEPTION_DATA, or ../shared/data
   dst = tmp_path / "mnist"
   shutil.copytree(src, dst)
   return dst

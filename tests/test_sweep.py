@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bn_inception import checkpoint as ckpt_lib
-from bn_inception import report, sweep_runner, train
+from bn_inception import report, sweep_jobs, sweep_runner, train
 from bn_inception.sweep import Member, SweepError, members, product, variants
 from configs import mnist_fig1
 
@@ -124,6 +124,9 @@ def test_bad_sweep_files(tmp_path):
     sweep_runner.resolve(Member("m", "configs/nope.py"))
   with pytest.raises(SweepError, match="'m': base config configs/mnist_fig1.py:typo could not"):
     sweep_runner.resolve(Member("m", "configs/mnist_fig1.py:typo"))
+  with pytest.raises(SweepError, match="get_resources\(\) must return a mapping of slurm "
+                     "fields, got list"):
+    sweep_runner.load_resources(write_sweep(tmp_path, "def get_resources():\n  return [8]"))
   # A ConfigDict base runs in-process only: it has no command line to print.
   c = mnist_fig1.get_config()
   r = sweep_runner.resolve(Member("cd", c, {"optim.learning_rate": 0.25}))
@@ -141,6 +144,16 @@ def test_shipped_sweep_files_load():
   runs = ["inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid"]
   paper = sweep_runner.load_sweep("configs/sweeps/lr_acceleration.py:cpu")
   assert [(m.name, m.config) for m in paper] == [(r, f"configs/{r}.py:cpu") for r in runs]
+  # The paper's full runs ask SLURM for one 8-GPU node each, 32 examples per GPU.
+  node = {"nodes": 1, "gpus_per_node": 8, "cpus_per_task": 8}
+  for sweep in ("lr_acceleration", "paper_ensemble"):
+    assert sweep_runner.load_resources(f"configs/sweeps/{sweep}.py") == node
+    assert sweep_runner.load_resources(f"configs/sweeps/{sweep}.py:cpu") == {}
+    full = [sweep_runner.resolve(m).config for m in
+            sweep_runner.load_sweep(f"configs/sweeps/{sweep}.py")[:1]]
+    assert full[0].train.batch_size == 32 * node["gpus_per_node"]
+    assert full[0].bn.stats_mode == "per_device"
+  assert sweep_runner.load_resources("configs/sweeps/mnist_fig1.py") == {}
   twin = sweep_runner.load_sweep("configs/sweeps/lr_acceleration_cpu.py")
   assert [(m.name, m.config) for m in twin] == [
       (r, f"configs/mnist_lr_acceleration.py:{r}") for r in runs]
@@ -167,6 +180,22 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
   train.train_and_evaluate(a, str(workdir / "a"))
   assert sweep_runner.member_status(str(workdir / "a"), 20) == ("interrupted", 10)
   assert sweep_runner.member_status(str(workdir / "b"), 20) == ("new", 0)
+  # --status, before: a interrupted at its checkpoint; b's last local run (sweep.log,
+  # as scripts/sweep.py writes it) ended with an error; nothing is running.
+  (workdir / "b").mkdir()
+  (workdir / "b" / "sweep.log").write_text("\n# 2026-01-01 00:00:00 python scripts/train.py\n"
+                                           "error: an earlier failure\nerror: boom\n")
+  rows = {r.name: r for r in sweep_jobs.status(spec, str(workdir))}
+  a_evals = report.eval_curve(report.read_jsonl(str(workdir / "a" / "metrics.jsonl")))
+  assert (rows["a"].state, rows["a"].step, rows["a"].num_steps) == ("interrupted", 10, 20)
+  assert (rows["a"].accuracy_step, rows["a"].accuracy) == a_evals[-1]
+  assert rows["a"].updated is not None and rows["a"].job == ""
+  assert (rows["b"].state, rows["b"].step, rows["b"].accuracy, rows["b"].updated) == (
+      "failed", 0, None, None)
+  assert rows["b"].detail == f"error: boom (log {workdir / 'b' / 'sweep.log'})"
+  table = sweep_jobs.status_table(list(rows.values())).splitlines()
+  assert table[1].split()[:4] == ["a", "interrupted", "–", "10/20"]
+  assert table[-2:] == [f"b: failed: {rows['b'].detail}", "1 interrupted, 1 failed"]
 
   out = io.StringIO()
   outcomes = sweep_runner.run_sweep(spec, str(workdir), inprocess=True, out=out)
@@ -181,6 +210,8 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
   assert ckpt_lib.finished_steps(str(workdir / "a")) == [10, 20]
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert [m["name"] for m in manifest["members"]] == ["a", "b"]
+  rows = sweep_jobs.status(spec, str(workdir))
+  assert [(r.name, r.state, r.step) for r in rows] == [("a", "finished", 20), ("b", "finished", 20)]
 
   # Everything finished: a rerun trains nothing and writes nothing to the runs.
   before = {p: (workdir / p / "metrics.jsonl").read_text() for p in "ab"}

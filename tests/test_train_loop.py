@@ -53,8 +53,11 @@ def test_loss_falls_and_eval_counts_every_example(tmp_path, mnist):
 
 
 def test_eval_is_exact_against_numpy(mnist):
-  """Masked, padded evaluation equals a plain NumPy pass over all 10,000 examples."""
+  """Masked, padded evaluation equals a plain NumPy pass over all 10,000 examples,
+  and so do the percentiles of what the model records (Fig. 1(b, c)), at the
+  percentiles the config asks for."""
   config = small_config("no_bn")
+  config.model.record_percentiles = (10, 50, 97)
   trainer = train.Trainer(config, source=mnist)
   state = trainer.init_state()
   result = trainer.evaluate(state)
@@ -63,6 +66,18 @@ def test_eval_is_exact_against_numpy(mnist):
   expected = float(np.mean(np.argmax(np.asarray(logits), -1) == mnist.eval_labels))
   assert result["eval/num_examples"] == 10_000
   assert abs(result["eval/accuracy"] - expected) < 1e-6
+  # The input to unit probe_unit=0 of the last hidden sigmoid, layer by layer in NumPy.
+  h = np.asarray(mnist.normalize(mnist.eval_images), np.float64).reshape(10_000, -1)
+  for i in range(3):
+    p = state.params[f"dense{i}"]
+    h = h @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+    if i < 2:
+      h = 1 / (1 + np.exp(-h))
+  probe = {k: v for k, v in result.items() if k.startswith("eval/probe/")}
+  assert sorted(probe) == [f"eval/probe/last_hidden_input/p{q}" for q in (10, 50, 97)]
+  for q in (10, 50, 97):
+    np.testing.assert_allclose(probe[f"eval/probe/last_hidden_input/p{q}"],
+                               np.percentile(h[:, 0], q), rtol=1e-4, atol=1e-6)
 
 
 def _final_params(workdir):
@@ -142,13 +157,13 @@ def test_a_path_that_cannot_be_a_workdir_is_refused_before_loading(tmp_path):
   assert not (tmp_path / "new").exists()
 
 
-def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, capsys):
+def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, caplog):
   from bn_inception import checkpoint as ckpt_lib
   config = mnist_fig1.get_config()
   ckpt_lib.check_or_save_config(str(tmp_path), config)  # then the launch failed
   config.train.batch_size = 30
   ckpt_lib.check_or_save_config(str(tmp_path), config)
-  assert "saved no checkpoint; replacing it" in capsys.readouterr().out
+  assert "saved no checkpoint; replacing it" in caplog.text
   assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 30
   (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # now a run exists
   config.train.batch_size = 60

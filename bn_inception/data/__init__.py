@@ -7,7 +7,8 @@ on device (`DataSource.normalize`). Training order is a pure function of
 would have seen.
 """
 
-from bn_inception.data.base import DataSource, DataError, default_data_root
+from bn_inception.data.base import DataSource, DataError
 from bn_inception.data.factory import create_source
+from bn_inception.schema import default_data_root
 
 __all__ = ["DataSource", "DataError", "default_data_root", "create_source"]

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Dict, Iterator, Tuple
 
 import numpy as np
 import jax.numpy as jnp
 
 Batch = Dict[str, np.ndarray]
-
-# <repo>/bn_inception/data/base.py -> <repo>/../shared/data
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-DATA_ENV_VAR = "BN_INCEPTION_DATA"
-
-
-def default_data_root() -> str:
-  """$BN_INCEPTION_DATA if set, else the shared data folder beside the repo."""
-  return os.environ.get(DATA_ENV_VAR, str(_REPO_ROOT.parent / "shared" / "data"))
 
 
 class DataError(Exception):

@@ -29,68 +29,14 @@ import os
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from absl import logging
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from bn_inception.data import augment, device_augment
-from bn_inception.data.base import (Batch, DataError, DataSource, EpochSampler,
-                                    default_data_root, process_slice)
+from bn_inception.data.base import Batch, DataError, DataSource, EpochSampler, process_slice
+from bn_inception.schema import default_data_root
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_data_config(name: str = "imagenet_folder", **overrides) -> ml_collections.ConfigDict:
-  """The `config.data` section for ImageNet, every field with its default."""
-  d = ml_collections.ConfigDict()
-  d.name = name                      # 'imagenet_folder' | 'imagenet_tfds'
-  # Image folder: <dir>/<synset>/<image>. eval_dir '' -> eval on eval_fraction of
-  # train_dir (held out, by split_seed) or, when that is 0, on train_dir itself.
-  d.train_dir = os.path.join(default_data_root(), "imagenet_sample")
-  d.eval_dir = ""
-  d.eval_fraction = 0.0
-  d.split_seed = 0
-  # TFDS: a prepared `tfds_name` under tfds_data_dir (never downloaded here).
-  d.tfds_data_dir = os.path.join(default_data_root(), "tensorflow_datasets")
-  d.tfds_name = "imagenet2012"
-  d.train_split = "train"
-  d.eval_split = "validation"
-  # Sec. 4.2.1 "within-shard shuffling": the shuffle buffer of the streamed
-  # (TFRecord) TFDS path; random-access sources shuffle globally per epoch.
-  d.shuffle_buffer = 16_384
-  d.shuffle = True
-  # Training augmentation (Inception: 8%-100% area, aspect 3/4-4/3, flips, colour).
-  d.image_size = 224
-  d.crop_area_range = (0.08, 1.0)
-  d.aspect_ratio_range = (3 / 4, 4 / 3)
-  d.crop_min_object_covered = 0.0    # sample_distorted_bounding_box's; 0: area_range rules
-  d.crop_max_attempts = 100          # then the whole image
-  d.random_flip = True
-  d.distortion_strength = 1.0        # photometric distortions, 0..1 (Sec. 4.2.1: reduce)
-  # Apply them on the accelerator inside the train step (device_augment.py) rather
-  # than on the host: same distortions, ~35% less host CPU per image at 224 px.
-  d.distort_on_device = True
-  d.resize_method = "bilinear"
-  d.antialias = False
-  # Evaluation: shorter side -> image_size / eval_crop_fraction, central crop.
-  d.eval_crop_fraction = 0.875
-  # On-device normalisation (x/255 - mean) / std; Inception's [-1, 1] is 0.5 / 0.5.
-  d.mean = IMAGENET_MEAN
-  d.std = IMAGENET_STD
-  # An undecodable image: DataError naming it, or (True) replaced in training by
-  # the next decodable example and masked out of evaluation, counted and logged.
-  d.skip_corrupt_images = False
-  d.num_parallel_calls = -1          # decode/augment threads; -1: tf.data.AUTOTUNE
-  d.prefetch_batches = -1            # -1: AUTOTUNE
-  for key, value in overrides.items():
-    if key not in d:
-      raise KeyError(f"imagenet_data_config has no field {key!r}; fields: {sorted(d)}.")
-    d[key] = value
-  return d
-
-
 # --------------------------------------------------------------------------- readers
 
 
@@ -212,9 +158,7 @@ def _validate(config):
 
 
 def distorts_on_device(config) -> bool:
-  # .get: a config.json written before the field existed (evaluate.py reloads
-  # those) distorted on the host.
-  return bool(config.get("distort_on_device", False)) and config.distortion_strength > 0
+  return config.distort_on_device and config.distortion_strength > 0
 
 
 def train_image_fn(config) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -597,7 +541,9 @@ def _tfds_prepare_help(data_dir: str, name: str) -> str:
           f"  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
           f"or in Python tfds.builder('{name}', data_dir='{data_dir}', "
           f"file_format='array_record').download_and_prepare(). ArrayRecord gives exact "
-          f"random access (resume in O(1)); the default TFRecord is streamed. (Building "
+          f"random access (resume in O(1)); the default TFRecord is streamed. `tfds build` "
+          f"shows its own progress bars (extracting the archives, then one per split as it "
+          f"writes the examples; hours for the 1.28M training images). (Building "
           f"with tensorflow-datasets 4.9.10 also needs `pip install importlib_resources`.) "
           f"Or set "
           f"config.data.tfds_data_dir to where it is prepared.")

@@ -80,7 +80,7 @@ def load_tfds(data_dir: str | None):
 
 
 def create(config) -> InMemorySource:
-  """`config.data` fields: data_dir, download_if_missing, shuffle."""
+  """`config.data` (see schema.mnist_data_config) -> the MNIST source."""
   data_dir = config.data_dir
   if os.path.isdir(data_dir) or not config.download_if_missing:
     arrays = load_idx_dir(data_dir)
@@ -89,7 +89,7 @@ def create(config) -> InMemorySource:
           f"the standard tfds download of 'mnist' (needs network). {_HOW_TO_POINT}",
           flush=True)
     try:
-      arrays = load_tfds(config.get("tfds_data_dir") or None)
+      arrays = load_tfds(config.tfds_data_dir or None)
     except Exception as e:  # tfds raises many kinds; one message is what matters.
       raise DataError(f"MNIST not found at {os.path.abspath(data_dir)} and the tfds "
                       f"download failed ({type(e).__name__}: {str(e)[:200]}). "

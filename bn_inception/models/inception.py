@@ -11,27 +11,27 @@ is no pooling layer between modules, the grid is reduced by the stride-2 modules
 3c and 4e instead; the first convolution is depthwise-separable with depth
 multiplier 8. No auxiliary classifiers are built.
 
-The channel numbers below are the paper's and agree with TF-slim's
-`inception_v2.py` (`Mixed_3b` .. `Mixed_5c` = 3a .. 5b) everywhere except one
-place where the printed table contradicts itself: it lists pool projection 128
-for 4c and 4d but output size 14x14x576 for both. With 128 the modules output
-160+160+160+128 = 608 and 96+192+192+128 = 608 channels; with 96 (TF-slim) they
-output 576, as printed. `pool_projection_4cd` selects which: 96 (the default)
-keeps the printed output sizes and TF-slim; 128 keeps the printed projection
+The channel numbers below are the paper's; TF-slim's `inception_v2.py` has
+the same ones (`Mixed_3b` .. `Mixed_5c` = 3a .. 5b) and resolves the one place
+where the printed table contradicts itself: it lists pool projection 128 for 4c
+and 4d but output size 14x14x576 for both. With 128 the modules output
+160+160+160+128 = 608 and 96+192+192+128 = 608 channels; with 96 (TF-slim's
+choice) they output 576, as printed. `pool_projection_4cd` selects which: 96 (the default)
+keeps the printed output sizes (as TF-slim does); 128 keeps the printed projection
 column. The printed 4e output (7x7x1024 = 192 + 256 + 576 passed through)
 also only holds with 96; with 128 it is 1056. At 224x224 with 1000 classes,
 BN on and the separable first convolution, 96 gives 11,188,288 parameters and
 1.935 G multiply-adds, 128 gives 11,278,528 and 1.949 G.
 
 Choices the paper does not state, and what we do:
-* padding is SAME everywhere (TF-slim), so every input of 32x32 px or more
+* padding is SAME everywhere (as in TF-slim), so every input of 32x32 px or more
   (smaller ones too) flows through and the final pool is a global average;
   average pooling excludes the padding, like TensorFlow's;
 * weights are drawn from a truncated normal with He (fan-in) variance, times
   `init_scale` (Sec. 4.2.3's "increased initial weights" ensemble members);
 * with BN on, each convolution has no bias (BN's beta replaces it, Sec. 3.2) and
   BN sits between the convolution and the nonlinearity (Sec. 3.2); a separable
-  convolution gets one BN, after its pointwise part (TF-slim);
+  convolution gets one BN, after its pointwise part;
 * `per_activation_bn_last`: in the last Inception module (5b; the reduced table of
   models/mini_inception.py: 4a) every BN keeps
   statistics, gamma and beta per activation (h, w, c) over the examples of a
@@ -39,6 +39,14 @@ Choices the paper does not state, and what we do:
   over examples x height x width (Sec. 3.2). This is our reading of the ensemble
   members' "per-activation Batch Normalization with last hidden layers" (Sec.
   4.2.3); it makes the number of BN parameters depend on the image size.
+
+Where TF-slim's `inception_v2` differs (its public checkpoint imports through
+`bn_inception/tfslim.py`): its BN layers have no gamma (`scale=False`), and its
+first convolution (`Conv2d_1a_7x7`, separable) has a bias and no BN and is left
+out of the L2 regulariser, because its arg scope attaches BN and L2 only to
+`conv2d`. `bn_scale=False, first_conv_bn=False` builds exactly that network
+(and `weight_decay_exempt` exempts conv1 from L2); the defaults are the paper's
+(BN with gamma and beta after every convolution, Sec. 3.2).
 """
 
 from __future__ import annotations
@@ -51,39 +59,12 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
-import ml_collections
 
-from bn_inception.models.mlp import activation_fn
+from bn_inception.models.mlp import activation_fn, compute_dtype
 
 INTERMEDIATES = "intermediates"  # when mutable, gets {ROW_OUTPUTS: {row name: its output}}
 ROW_OUTPUTS = "row_outputs"
-DEPTH_MULTIPLIER = 8             # the separable first convolution (Appendix; TF-slim)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def inception_model_config() -> ml_collections.ConfigDict:
-  """`config.model` for BN-Inception (Sec. 4.2); the paper configs start from this.
-
-  The Inception baseline of Sec. 4.2 is the same network with bn.enabled=False,
-  lrn=True and dropout_rate=0.4 (GoogLeNet's).
-  """
-  m = ml_collections.ConfigDict()
-  m.name = "bn_inception"
-  m.num_classes = 1000
-  m.image_size = 224               # only for the summary; the model takes any H x W
-  m.activation = "relu"            # 'relu' | 'sigmoid' (BN-x5-Sigmoid, Sec. 4.2.2)
-  m.pool_projection_4cd = 96       # 96: printed outputs 576 (TF-slim); 128: printed proj column
-  m.first_conv = "separable"       # 'separable' (depth multiplier 8, Appendix) | 'plain'
-  m.dropout_rate = 0.0             # before the classifier; Sec. 4.2.1 removes it with BN
-  m.lrn = False                    # GoogLeNet's LRN after pool1 and conv2; Sec. 4.2.1 removes it
-  m.lrn_depth_radius = 2           # GoogLeNet/Caffe: local_size 5, alpha 1e-4, beta 0.75, k 1
-  m.lrn_bias = 1.0                 # out = x / (bias + alpha * sum_{|d'-d|<=r} x_d'^2)^beta
-  m.lrn_alpha = 2e-5               # Caffe's alpha / local_size
-  m.lrn_beta = 0.75
-  m.dtype = "float32"              # compute dtype; params and BN statistics stay float32
-  m.init_scale = 1.0               # multiplies every initial weight (Sec. 4.2.3 ensemble)
-  m.per_activation_bn_last = False  # per-activation BN in inception 5b (Sec. 4.2.3 ensemble)
-  return m
+DEPTH_MULTIPLIER = 8             # the separable first convolution (Appendix; also TF-slim's)
 
 
 # ----------------------------------------------------------------------------
@@ -301,8 +282,10 @@ class Inception(nn.Module):
   """BN-Inception / the Inception baseline: `model(images, train=...)` -> float32 logits.
 
   `norm` is a BatchNorm constructor (BN-Inception) or None (the baseline, whose
-  convolutions then have biases). When the `intermediates` collection is
-  mutable, every row's output is written to intermediates[ROW_OUTPUTS][row name].
+  convolutions then have biases). `bn_scale=False` drops BN's gamma and
+  `first_conv_bn=False` gives the first convolution row a bias and no BN
+  (TF-slim's network). When the `intermediates` collection is mutable, every
+  row's output is written to intermediates[ROW_OUTPUTS][row name].
   """
   table: Tuple[Row, ...]
   num_classes: int
@@ -317,10 +300,16 @@ class Inception(nn.Module):
   dtype: Any = jnp.float32
   init_scale: float = 1.0
   per_activation_bn_rows: Tuple[str, ...] = ()
+  bn_scale: bool = True
+  first_conv_bn: bool = True
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = jnp.asarray(x, self.dtype)
+    norm = self.norm
+    if norm is not None and not self.bn_scale:
+      norm = functools.partial(norm, use_scale=False)
+    no_bn_row = None if self.first_conv_bn else first_conv_row(self.table)
     for row in self.table:
       if isinstance(row, PoolRow):
         if row.patch:
@@ -337,7 +326,8 @@ class Inception(nn.Module):
                      name=row.name)(x)
       else:
         unit = functools.partial(
-            ConvUnit, norm=self.norm, activation=self.activation, dtype=self.dtype,
+            ConvUnit, norm=None if row.name == no_bn_row else norm,
+            activation=self.activation, dtype=self.dtype,
             init_scale=self.init_scale,
             per_activation_bn=row.name in self.per_activation_bn_rows)
         x = Block(row_branches(row), unit, name=row.name)(x, train=train)
@@ -349,36 +339,57 @@ class Inception(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
-def last_inception_module(table: Tuple[Row, ...]) -> Tuple[str, ...]:
+def last_inception_module(table: Sequence[Row]) -> Tuple[str, ...]:
   """The rows that get per-activation BN: the last Inception module (Figure 5: 5b), the
   "last hidden layers" of the Sec. 4.2.3 ensemble members."""
   return tuple(r.name for r in table if isinstance(r, InceptionRow))[-1:]
 
 
-def create_inception(model_config, norm: Optional[Callable],
-                     table: Optional[Tuple] = None) -> Inception:
-  """The model for `config.model` (fields of `inception_model_config`); `table`
-  replaces Figure 5 (e.g. the reduced table of models/mini_inception.py)."""
+def create_inception(model_config, norm: Optional[Callable]) -> Inception:
+  """BN-Inception for `config.model` (schema.inception_model_config)."""
   m = model_config
-  per_activation = m.get("per_activation_bn_last", False)
+  return build_inception(m, norm, figure5_table(m.pool_projection_4cd, m.first_conv))
+
+
+def build_inception(model_config, norm: Optional[Callable], table: Tuple[Row, ...]) -> Inception:
+  """The network of `table` (Figure 5, or e.g. the reduced table of
+  models/mini_inception.py) with the unit and classifier knobs of `config.model`."""
+  m = model_config
+  if m.per_activation_bn_last and norm is None:
+    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
   if m.activation not in ("relu", "sigmoid"):
     raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
-  if m.dtype not in DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {m.dtype!r}.")
   if not 0.0 <= m.dropout_rate < 1.0:
     raise ValueError(f"model.dropout_rate must be in [0, 1), not {m.dropout_rate!r}.")
   if m.init_scale <= 0:
     raise ValueError(f"model.init_scale must be positive, not {m.init_scale!r}.")
-  if per_activation and norm is None:
-    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
-  if table is None:
-    table = figure5_table(m.pool_projection_4cd, m.first_conv)
+  if not m.first_conv_bn and norm is None:
+    raise ValueError("model.first_conv_bn=False needs BN (bn.enabled=True): without BN every "
+                     "convolution already has a bias and no BN.")
   return Inception(
       table=table, num_classes=m.num_classes,
       norm=norm, activation=m.activation, dropout_rate=m.dropout_rate, lrn=m.lrn,
       lrn_depth_radius=m.lrn_depth_radius, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
-      lrn_beta=m.lrn_beta, dtype=DTYPES[m.dtype], init_scale=m.init_scale,
-      per_activation_bn_rows=last_inception_module(table) if per_activation else ())
+      lrn_beta=m.lrn_beta, dtype=compute_dtype(m.dtype), init_scale=m.init_scale,
+      per_activation_bn_rows=last_inception_module(table) if m.per_activation_bn_last else (),
+      bn_scale=m.bn_scale,
+      first_conv_bn=m.first_conv_bn)
+
+
+def first_conv_row(table: Sequence[Row]) -> str:
+  """The name of the table's first convolution row (conv1)."""
+  return next(row.name for row in table if isinstance(row, ConvRow))
+
+
+def weight_decay_exempt(model_config, table: Optional[Sequence[Row]] = None) -> Tuple[str, ...]:
+  """Rows whose kernels get no L2: conv1 when `first_conv_bn=False` (TF-slim's
+  regulariser, like its BN, is attached only to `conv2d`, not to conv1's
+  `separable_conv2d`)."""
+  if model_config.first_conv_bn:
+    return ()
+  if table is None:
+    table = figure5_table(model_config.pool_projection_4cd, model_config.first_conv)
+  return (first_conv_row(table),)
 
 
 # ----------------------------------------------------------------------------
@@ -397,7 +408,8 @@ def _same(size: int, stride: int) -> int:
 
 
 def conv_cost(h: int, w: int, cin: int, spec: ConvSpec, bn: bool,
-              per_activation_bn: bool = False) -> Tuple[Tuple[int, int, int], int, int]:
+              per_activation_bn: bool = False, bn_scale: bool = True
+              ) -> Tuple[Tuple[int, int, int], int, int]:
   """(output shape, parameters, multiply-adds) of one unit on an h x w x cin input.
 
   multiply-adds = out_h * out_w * patch^2 * (cin / groups) * cout per convolution.
@@ -410,17 +422,18 @@ def conv_cost(h: int, w: int, cin: int, spec: ConvSpec, bn: bool,
   else:
     params = k * k * cin * cout
     macs = oh * ow * k * k * cin * cout
-  if bn:
-    params += 2 * (oh * ow * cout if per_activation_bn else cout)  # gamma, beta
+  if bn:  # beta, and gamma unless bn_scale=False
+    params += (1 + bn_scale) * (oh * ow * cout if per_activation_bn else cout)
   else:
     params += cout  # bias
   return (oh, ow, cout), params, macs
 
 
 def row_costs(table: Sequence[Row], image_size: int, num_classes: int, bn: bool = True,
-              in_channels: int = 3, per_activation_bn_rows: Sequence[str] = ()
-              ) -> Tuple[RowCost, ...]:
+              in_channels: int = 3, per_activation_bn_rows: Sequence[str] = (),
+              bn_scale: bool = True, first_conv_bn: bool = True) -> Tuple[RowCost, ...]:
   """Output shape, parameters and multiply-adds of every row, from the table alone."""
+  no_bn_row = None if first_conv_bn else first_conv_row(table)
   h = w = image_size
   c = in_channels
   out = []
@@ -440,8 +453,8 @@ def row_costs(table: Sequence[Row], image_size: int, num_classes: int, bn: bool 
         if branch.pool is not None:
           bh, bw = _same(bh, branch.pool_stride), _same(bw, branch.pool_stride)
         for spec in branch.convs:
-          (bh, bw, bc), p, m = conv_cost(bh, bw, bc, spec, bn,
-                                         row.name in per_activation_bn_rows)
+          (bh, bw, bc), p, m = conv_cost(bh, bw, bc, spec, bn and row.name != no_bn_row,
+                                         row.name in per_activation_bn_rows, bn_scale)
           params += p
           macs += m
         channels += bc
@@ -459,7 +472,8 @@ def model_costs(config, in_channels: int = 3) -> Tuple[RowCost, ...]:
   return row_costs(table, m.image_size, m.num_classes, bn=config.bn.enabled,
                    in_channels=in_channels,
                    per_activation_bn_rows=last_inception_module(table)
-                   if m.per_activation_bn_last else ())
+                   if m.per_activation_bn_last else (), bn_scale=m.bn_scale,
+                   first_conv_bn=m.first_conv_bn)
 
 
 def model_summary(config, in_channels: int = 3) -> Tuple[RowCost, ...]:

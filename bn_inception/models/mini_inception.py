@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
-import ml_collections
-
 from bn_inception.models.inception import (ConvRow, Inception, InceptionRow, LinearRow,
-                                           PoolRow, Row, create_inception)
+                                           PoolRow, Row, build_inception)
 
 
 def mini_table() -> Tuple[Row, ...]:
@@ -38,24 +36,6 @@ def mini_table() -> Tuple[Row, ...]:
   )
 
 
-def mini_inception_model_config() -> ml_collections.ConfigDict:
-  """`config.model` for the reduced BN-Inception (same knobs as the full one)."""
-  m = ml_collections.ConfigDict()
-  m.name = "mini_inception"
-  m.num_classes = 10
-  m.image_size = 28
-  m.activation = "relu"            # 'relu' | 'sigmoid' (BN-x5-Sigmoid)
-  m.dropout_rate = 0.0             # before the classifier (Inception: 0.4)
-  m.lrn = False                    # LRN after pool1 and conv2 (Inception: on)
-  m.lrn_depth_radius = 2
-  m.lrn_bias = 1.0
-  m.lrn_alpha = 2e-5
-  m.lrn_beta = 0.75
-  m.dtype = "float32"
-  m.init_scale = 1.0
-  m.per_activation_bn_last = False  # per-activation BN in inception 4a (Sec. 4.2.3 ensemble)
-  return m
-
-
 def create_mini_inception(model_config, norm: Optional[Callable]) -> Inception:
-  return create_inception(model_config, norm, table=mini_table())
+  """The reduced network for `config.model` (schema.mini_inception_model_config)."""
+  return build_inception(model_config, norm, mini_table())

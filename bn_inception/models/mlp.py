@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax.numpy as jnp
 import flax.linen as nn
 
-PROBES = "probes"
+from bn_inception.models import RECORDED
 
 ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def activation_fn(name: str) -> Callable:
@@ -19,12 +20,21 @@ def activation_fn(name: str) -> Callable:
     raise ValueError(f"Unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
+def compute_dtype(name: str):
+  """`config.model.dtype` -> the jnp dtype layers compute in."""
+  try:
+    return DTYPES[name]
+  except KeyError:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}.") from None
+
+
 class MLP(nn.Module):
   """Fully-connected hidden layers, optional BN before each nonlinearity, softmax output.
 
   With BN the Dense bias is dropped: BN's beta takes its role (Sec. 3.2). The
   input to unit `probe_unit` of the last hidden nonlinearity is written to the
-  `probes` collection when it is mutable (Figure 1(b, c)).
+  `RECORDED` collection when it is mutable (Figure 1(b, c)). Hidden layers compute
+  in `dtype`; parameters, BN normalisation and the logits stay float32.
   """
   hidden_units: Sequence[int]
   num_classes: int
@@ -32,17 +42,21 @@ class MLP(nn.Module):
   init_stddev: float = 0.01
   probe_unit: int = 0
   norm: Optional[Callable] = None
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     act = activation_fn(self.activation)
     init = nn.initializers.normal(self.init_stddev)
-    x = jnp.reshape(x, (x.shape[0], -1))
+    x = jnp.reshape(jnp.asarray(x, self.dtype), (x.shape[0], -1))
     for i, units in enumerate(self.hidden_units):
-      x = nn.Dense(units, use_bias=self.norm is None, kernel_init=init, name=f"dense{i}")(x)
+      x = nn.Dense(units, use_bias=self.norm is None, kernel_init=init, dtype=self.dtype,
+                   param_dtype=jnp.float32, name=f"dense{i}")(x)
       if self.norm is not None:
-        x = self.norm(use_running_average=not train, name=f"bn{i}")(x)
-      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(PROBES):
-        self.put_variable(PROBES, "last_hidden_input", x[:, self.probe_unit])
+        x = self.norm(use_running_average=not train, dtype=self.dtype, name=f"bn{i}")(x)
+      if i == len(self.hidden_units) - 1 and self.is_mutable_collection(RECORDED):
+        self.put_variable(RECORDED, "last_hidden_input",
+                          jnp.asarray(x[:, self.probe_unit], jnp.float32))
       x = act(x)
-    return nn.Dense(self.num_classes, kernel_init=init, name="logits")(x)
+    return nn.Dense(self.num_classes, kernel_init=init, dtype=jnp.float32,
+                    param_dtype=jnp.float32, name="logits")(x)

@@ -1,9 +1,9 @@
 """The paper's best result (Sec. 4.2.3, Figure 4): six BN-x30 variants, one ensemble.
 
-  python scripts/sweep.py --sweep=configs/sweeps/paper_ensemble.py --workdir=runs/ensemble \\
-      --config... (every member: configs/bn_x30.py on prepared TFDS imagenet2012)
-  python scripts/evaluate.py --workdirs='runs/ensemble/x30_*' --crops=1,144 --paper \\
-      --split=validation --output_dir=runs/ensemble/eval
+  python scripts/sweep.py --sweep=configs/sweeps/paper_ensemble.py --workdir=/shared/ens \\
+      --launcher=slurm   # six jobs, each configs/bn_x30.py on 1 node x 8 GPUs (TFDS imagenet2012)
+  python scripts/evaluate.py --workdirs='/shared/ens/x30_*' --crops=1,144 --paper \\
+      --split=validation --output_dir=/shared/ens/eval --launcher=slurm --slurm.gpus_per_node=8
 
 "Each was based on BN-x30, modified via some of the following: increased initial
 weights in the convolutional layers; using Dropout (with the Dropout probability of
@@ -31,6 +31,11 @@ MEMBERS = {  # name: how the member differs from BN-x30
     "x30_pabn_drop10":  {"model.per_activation_bn_last": True, "model.dropout_rate": 0.10},
 }
 
+# Each member: one 8-GPU node, 32 examples per replica (Sec. 4.2) -- a global batch of
+# 32 x 8 with bn.stats_mode=per_device (configs/base.py): each BN statistic over one GPU's 32.
+GPUS = 8
+FULL = {"train.batch_size": 32 * GPUS}
+
 CPU_TWIN = {"train.num_steps": 10, "train.checkpoint_every": 10, "train.eval_every": 10,
             "train.log_every": 5, "data.eval_fraction": 0.01, "train.eval_batch_size": 16}
 
@@ -38,6 +43,13 @@ CPU_TWIN = {"train.num_steps": 10, "train.checkpoint_every": 10, "train.eval_eve
 def get_sweep(variant: str = "full"):
   if variant not in ("full", "cpu"):
     raise ValueError(f"configs/sweeps/paper_ensemble.py takes 'full' or 'cpu', not {variant!r}.")
-  extra = CPU_TWIN if variant == "cpu" else {}
+  extra = CPU_TWIN if variant == "cpu" else FULL
   return [Member(name, f"configs/bn_x30.py:{variant}", {**changes, **extra})
           for name, changes in MEMBERS.items()]
+
+
+def get_resources(variant: str = "full"):
+  """What each member's SLURM job asks for (scripts/sweep.py --launcher=slurm; the
+  command line's --slurm.<field> wins): 1 node x 8 GPUs, one JAX process per GPU, CPUs
+  to decode JPEGs. The cpu twin asks for the defaults (one task, one CPU)."""
+  return {"nodes": 1, "gpus_per_node": GPUS, "cpus_per_task": 8} if variant == "full" else {}
