@@ -194,10 +194,12 @@ def member_configs(runs: Sequence[Tuple[str, str]]) -> Dict[str, Dict[str, Any]]
 
 
 def varying_fields(configs: Dict[str, Dict[str, Any]]) -> List[str]:
-  """The fields whose values differ between the (flat) configs, sorted."""
-  keys = set().union(*configs.values()) if configs else set()
+  """The fields whose values differ between the (flat) configs, sorted. A field that
+  some configs lack (added to or dropped from the code between runs) does not count,
+  as it does not make a resumed run another run (checkpoint.config_difference)."""
+  keys = set.intersection(*(set(c) for c in configs.values())) if configs else set()
   return sorted(k for k in keys
-                if len({json.dumps(c.get(k), sort_keys=True) for c in configs.values()}) > 1)
+                if len({json.dumps(c[k], sort_keys=True) for c in configs.values()}) > 1)
 
 
 def _without(config: Dict[str, Any], fields: Sequence[str]) -> str:
