@@ -1,7 +1,6 @@
 """The paper's six-member BN-x30 ensemble (Sec. 4.2.3): member configs and the CPU twin."""
 
 import json
-import os
 import subprocess
 import sys
 

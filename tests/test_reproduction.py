@@ -4,13 +4,10 @@ seed and x-axis summaries, and (slow) each sweep file run end to end, shortened.
 import json
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
-from bn_inception import checkpoint, models, report
+from bn_inception import checkpoint, report
 from bn_inception.sweep_runner import load_sweep, resolve, run_sweep
 from configs import mnist_lr_acceleration as twin
 from configs.sweeps import paper_ensemble
