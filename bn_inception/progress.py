@@ -26,7 +26,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from typing import Iterable, Iterator, Optional
 
 import tqdm

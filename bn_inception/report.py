@@ -6,7 +6,10 @@ member, in the order of <workdir>/sweep.json when there is one, and writes
 <workdir>/report.md, report.json and accuracy_vs_steps.png, and, for TensorBoard's
 HParams dashboard (`tensorboard --logdir=<workdir>`), <workdir>/_hparams/<member>:
 each member's overridden (and differing) config fields as hparams and its final and
-maximum accuracy as metrics.
+maximum accuracy as metrics. From each member's config.json it also finds members
+that differ only by `seed` (their mean, standard deviation and range) and, given a
+config field `x`, the final accuracy against it (accuracy_vs_<field>.png, one line
+per setting of the other fields that vary).
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import statistics
 import time
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from bn_inception.metrics import read_jsonl
 
 METRIC = "eval/accuracy"
+SEED_FIELD = "seed"
+_SEED_LABEL = re.compile(r"(^|-)seed\d+(?=-|$)")  # how sweep.product names the seed axis
 HPARAMS_DIR = "_hparams"  # not a member name: those start with a letter or digit
 FINAL_TAG, MAX_TAG = "accuracy/final", "accuracy/max"
 PAPER_TARGET = 0.722
@@ -130,6 +136,42 @@ def resolve_target(target: Union[str, float], curves: Dict[str, Dict[int, dict]]
 
 
 @dataclasses.dataclass
+class Spread:
+  """A value over the seeds of one setting: mean, sample standard deviation, range."""
+  mean: float
+  std: float                        # 0 for a single value
+  low: float
+  high: float
+  n: int
+
+  @classmethod
+  def of(cls, values: Sequence[float]) -> "Spread":
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return cls(statistics.fmean(values), std, min(values), max(values), len(values))
+
+
+@dataclasses.dataclass
+class SeedGroup:
+  """Members whose configs differ only by `seed`."""
+  label: str                        # the first member's name without its seed label
+  members: List[str]
+  max_accuracy: Optional[Spread]
+  final_accuracy: Optional[Spread]
+  steps_to_target: Optional[Spread]  # over the members that reached the target
+  reached: int                      # how many did
+
+
+@dataclasses.dataclass
+class XPoint:
+  """Final accuracy at one value of the x field (over the seeds run at it)."""
+  x: float
+  final_accuracy: Spread
+  max_accuracy: Spread
+  members: List[str]
+
+
+@dataclasses.dataclass
 class Report:
   workdir: str
   target: float
@@ -139,10 +181,84 @@ class Report:
   summaries: List[MemberSummary]
   curves: Dict[str, List[Tuple[int, float]]]
   paper: bool
+  seed_groups: List[SeedGroup] = dataclasses.field(default_factory=list)
+  x: Optional[str] = None           # a config field, e.g. optim.learning_rate
+  by_x: Dict[str, List[XPoint]] = dataclasses.field(default_factory=dict)  # series -> points
+
+
+def member_configs(runs: Sequence[Tuple[str, str]]) -> Dict[str, Dict[str, Any]]:
+  """{member: its flat config.json} ({} for a member that has none yet)."""
+  from bn_inception import checkpoint
+  return {name: checkpoint.flat(checkpoint.read_config(d)) if checkpoint.is_workdir(d) else {}
+          for name, d in runs}
+
+
+def varying_fields(configs: Dict[str, Dict[str, Any]]) -> List[str]:
+  """The fields whose values differ between the (flat) configs, sorted. A field that
+  some configs lack (added to or dropped from the code between runs) does not count,
+  as it does not make a resumed run another run (checkpoint.config_difference)."""
+  keys = set.intersection(*(set(c) for c in configs.values())) if configs else set()
+  return sorted(k for k in keys
+                if len({json.dumps(c[k], sort_keys=True) for c in configs.values()}) > 1)
+
+
+def _without(config: Dict[str, Any], fields: Sequence[str]) -> str:
+  return json.dumps({k: v for k, v in config.items() if k not in fields}, sort_keys=True)
+
+
+def _seed_label(name: str) -> str:
+  return _SEED_LABEL.sub("", name).strip("-") or name
+
+
+def group_seeds(summaries: Sequence[MemberSummary],
+                configs: Dict[str, Dict[str, Any]]) -> List[SeedGroup]:
+  """Groups of two or more evaluated members whose configs differ only by `seed`."""
+  groups: Dict[str, List[MemberSummary]] = {}
+  for s in summaries:
+    if s.num_evals and configs.get(s.name):
+      groups.setdefault(_without(configs[s.name], (SEED_FIELD,)), []).append(s)
+  out = []
+  for members in groups.values():
+    if len(members) < 2:
+      continue
+    reached = [m.steps_to_target for m in members if m.steps_to_target is not None]
+    out.append(SeedGroup(
+        _seed_label(members[0].name), [m.name for m in members],
+        Spread.of([m.max_accuracy for m in members]),
+        Spread.of([m.final_accuracy for m in members]),
+        Spread.of(reached) if reached else None, len(reached)))
+  return out
+
+
+def accuracy_by(field: str, summaries: Sequence[MemberSummary],
+                configs: Dict[str, Dict[str, Any]]) -> Dict[str, List[XPoint]]:
+  """Final accuracy against config field `field`: one series per setting of the other
+  fields that vary between the members (`seed` aside: seeds are averaged), named by
+  those settings ('bn.enabled=False'; 'all' when nothing else varies)."""
+  done = [s for s in summaries if s.num_evals and configs.get(s.name)]
+  missing = [s.name for s in done if field not in configs[s.name]]
+  if missing:
+    raise ValueError(f"--x={field}: no such field in the config.json of "
+                     f"{', '.join(missing)}.")
+  varying = [k for k in varying_fields({s.name: configs[s.name] for s in done})
+             if k not in (field, SEED_FIELD)]
+  series: Dict[str, Dict[float, List[MemberSummary]]] = {}
+  for s in done:
+    c = configs[s.name]
+    label = ", ".join(f"{k}={c.get(k)}" for k in varying) or "all"
+    try:
+      x = float(c[field])
+    except (TypeError, ValueError):
+      raise ValueError(f"--x={field}: member {s.name} has {c[field]!r}, not a number.") from None
+    series.setdefault(label, {}).setdefault(x, []).append(s)
+  return {label: [XPoint(x, Spread.of([m.final_accuracy for m in ms]),
+                         Spread.of([m.max_accuracy for m in ms]), [m.name for m in ms])
+                  for x, ms in sorted(points.items())]
+          for label, points in series.items()}
 
 
 def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = METRIC,
-          paper: bool = False) -> Report:
+          paper: bool = False, x: Optional[str] = None) -> Report:
   runs = member_dirs(workdir)
   if not runs:
     raise FileNotFoundError(f"No sweep members in {workdir}: no sweep.json and no "
@@ -152,7 +268,10 @@ def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = 
   reference = target if isinstance(target, str) and target in rows else None
   summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
   curves = {name: eval_curve(rows[name], metric) for name, _ in runs}
-  return Report(workdir, value, description, reference, metric, summaries, curves, paper)
+  configs = member_configs(runs)
+  return Report(workdir, value, description, reference, metric, summaries, curves, paper,
+                group_seeds(summaries, configs), x,
+                accuracy_by(x, summaries, configs) if x else {})
 
 
 def _fmt_steps(steps) -> str:
@@ -165,6 +284,45 @@ def _fmt_steps(steps) -> str:
 
 def _fmt_acc(a) -> str:
   return "–" if a is None else f"{100 * a:.2f}%"
+
+
+def _fmt_spread(sp: Optional[Spread], percent: bool = True) -> str:
+  """'98.20% ± 0.05 (98.15–98.26)': mean ± sample standard deviation (range)."""
+  if sp is None:
+    return "–"
+  if sp.n == 1:
+    return _fmt_acc(sp.mean) if percent else _fmt_steps(sp.mean)
+  if percent:
+    return (f"{100 * sp.mean:.2f}% ± {100 * sp.std:.2f} "
+            f"({100 * sp.low:.2f}–{100 * sp.high:.2f})")
+  return f"{sp.mean:,.0f} ± {sp.std:,.0f} ({sp.low:,.0f}–{sp.high:,.0f})"
+
+
+def _seed_lines(report: Report) -> List[str]:
+  lines = ["", "## Over seeds", "",
+           "Members whose configs differ only by `seed`: mean ± sample standard deviation "
+           "(min–max). Steps to the target are over the seeds that reached it.", "",
+           f"| setting | seeds | max accuracy | final accuracy | steps to "
+           f"{100 * report.target:.2f}% | reached |", "|---|---|---|---|---|---|"]
+  for g in report.seed_groups:
+    lines.append(f"| {g.label} | {len(g.members)} | {_fmt_spread(g.max_accuracy)} | "
+                 f"{_fmt_spread(g.final_accuracy)} | "
+                 f"{_fmt_spread(g.steps_to_target, percent=False)} | "
+                 f"{g.reached}/{len(g.members)} |")
+  return lines
+
+
+def _x_lines(report: Report) -> List[str]:
+  lines = ["", f"## Accuracy against {report.x}", "",
+           "Final and maximum accuracy at each value (mean ± sample standard deviation "
+           "(min–max) where several seeds ran).", "",
+           f"| series | {report.x} | final accuracy | max accuracy | members |",
+           "|---|---|---|---|---|"]
+  for label, points in report.by_x.items():
+    for p in points:
+      lines.append(f"| {label} | {p.x:g} | {_fmt_spread(p.final_accuracy)} | "
+                   f"{_fmt_spread(p.max_accuracy)} | {', '.join(p.members)} |")
+  return lines
 
 
 def markdown(report: Report) -> str:
@@ -198,6 +356,10 @@ def markdown(report: Report) -> str:
       cells += ([_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p
                 else ["", ""])
     lines.append("| " + " | ".join(cells) + " |")
+  if report.seed_groups:
+    lines += _seed_lines(report)
+  if report.x:
+    lines += _x_lines(report)
   if report.paper:
     lines += ["", "## The paper (Figure 3, ImageNet)", "",
               "Steps to reach Inception's maximum single-crop validation accuracy (72.2%) "
@@ -214,6 +376,12 @@ def to_json(report: Report) -> dict:
   out = {"workdir": report.workdir, "metric": report.metric, "target": report.target,
          "target_description": report.target_description, "reference": report.reference,
          "members": {s.name: s.to_json() for s in report.summaries}}
+  if report.seed_groups:
+    out["over_seeds"] = [dataclasses.asdict(g) for g in report.seed_groups]
+  if report.x:
+    out["x"] = report.x
+    out["by_x"] = {label: [dataclasses.asdict(p) for p in points]
+                   for label, points in report.by_x.items()}
   if report.paper:
     out["paper_figure3"] = {
         k: {**v, "steps_to_target": NOT_REACHED if v["steps_to_target"] is None
@@ -246,8 +414,39 @@ def plot(report: Report, path: str, log_steps: bool = False) -> None:
   plt.close(fig)
 
 
-def write(report: Report, log_steps: bool = False) -> Tuple[str, str, str]:
-  """report.md, report.json, accuracy_vs_steps.png in the sweep's workdir."""
+def x_plot_path(report: Report) -> str:
+  return os.path.join(report.workdir, f"accuracy_vs_{report.x.split('.')[-1]}.png")
+
+
+def plot_by_x(report: Report, path: str, log_x: bool = False) -> None:
+  """Final accuracy against the x field, one line per series; bars span the seeds."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, points in report.by_x.items():
+    xs = [p.x for p in points]
+    ys = [p.final_accuracy.mean for p in points]
+    err = [[p.final_accuracy.mean - p.final_accuracy.low for p in points],
+           [p.final_accuracy.high - p.final_accuracy.mean for p in points]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+  if log_x:
+    ax.set_xscale("log", base=2 if all(float(p.x).is_integer() for ps in report.by_x.values()
+                                       for p in ps) else 10)
+  ax.set(xlabel=report.x + (" (log scale)" if log_x else ""),
+         ylabel=f"final {report.metric}", title=f"Accuracy vs. {report.x}")
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
+def write(report: Report, log_steps: bool = False,
+          log_x: bool = False) -> Tuple[str, ...]:
+  """report.md, report.json, accuracy_vs_steps.png (and accuracy_vs_<x>.png) in the
+  sweep's workdir."""
   md = os.path.join(report.workdir, "report.md")
   js = os.path.join(report.workdir, "report.json")
   png = os.path.join(report.workdir, "accuracy_vs_steps.png")
@@ -258,7 +457,11 @@ def write(report: Report, log_steps: bool = False) -> Tuple[str, str, str]:
     f.write("\n")
   plot(report, png, log_steps)
   write_hparams(report.workdir, report.metric)
-  return md, js, png
+  if not report.x:
+    return md, js, png
+  x_png = x_plot_path(report)
+  plot_by_x(report, x_png, log_x)
+  return md, js, png, x_png
 
 
 # ---------------------------------------------------------------- TensorBoard HParams
@@ -277,22 +480,15 @@ def sweep_hparams(workdir: str) -> Dict[str, Dict[str, Any]]:
   """{member: {hparam: value}}: the base config (sweep.json) and every field a member
   overrides (sweep.json) or that differs between members, valued as each member's
   config.json stores it. Members not started yet (no config.json) are left out."""
-  from bn_inception import checkpoint as ckpt_lib
   manifest = os.path.join(workdir, "sweep.json")
   declared: Dict[str, dict] = {}
   if os.path.exists(manifest):
     with open(manifest) as f:
       declared = {m["name"]: m for m in json.load(f).get("members", [])}
-  configs = {name: ckpt_lib.flat(ckpt_lib.read_config(d)) for name, d in member_dirs(workdir)
-             if ckpt_lib.is_workdir(d)}
-  fields = set()
+  configs = {name: c for name, c in member_configs(member_dirs(workdir)).items() if c}
+  fields = set(varying_fields(configs))
   for name, m in declared.items():
     fields |= {arg.split("=", 1)[0][len("--config."):] for arg in m.get("overrides", [])}
-  all_fields = set().union(*configs.values()) if configs else set()
-  for field in all_fields:
-    values = [json.dumps(c.get(field), sort_keys=True) for c in configs.values()]
-    if len(set(values)) > 1:
-      fields.add(field)
   out = {}
   for name, config in configs.items():
     hparams = {f: _hparam_value(config[f]) for f in sorted(fields) if f in config}

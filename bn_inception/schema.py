@@ -145,6 +145,8 @@ def _inception_unit_fields(m: ConfigDict) -> ConfigDict:
   m.lrn_alpha = 2e-5               # Caffe's alpha / local_size
   m.lrn_beta = 0.75
   m.init_scale = 1.0               # multiplies every initial weight (Sec. 4.2.3 ensemble)
+  # per-activation BN in the last Inception module (Sec. 4.2.3 ensemble): 5b; mini: 4a
+  m.per_activation_bn_last = False
   # TF-slim's inception_v2 is bn_scale=False, first_conv_bn=False (README, "Reference weights").
   m.bn_scale = True                # gamma in every BN (Alg. 1); False: beta only (TF-slim)
   m.first_conv_bn = True           # BN after conv1 (Sec. 3.2); False: conv1 has a bias, no BN
@@ -161,7 +163,6 @@ def inception_model_config(**overrides) -> ConfigDict:
   m = _inception_unit_fields(_model_section("bn_inception", num_classes=1000, image_size=224))
   m.pool_projection_4cd = 96       # 96: printed outputs 576 (as TF-slim); 128: printed proj column
   m.first_conv = "separable"       # 'separable' (depth multiplier 8, Appendix) | 'plain'
-  m.per_activation_bn_last = False  # per-activation BN in inception 5b (Sec. 4.2.3 ensemble)
   return _override(m, "inception_model_config", overrides)
 
 

@@ -2,11 +2,15 @@
 
   python scripts/report.py --workdir=runs/lr_cpu --target=inception --log_steps --paper
   python scripts/report.py --workdir=runs/lr --target=0.722 --paper
+  python scripts/report.py --workdir=runs/lr_grid --x=optim.learning_rate --log_x
 
 Writes <workdir>/report.md, report.json and accuracy_vs_steps.png from each member's
 metrics.jsonl. --target is an accuracy, or a member's name meaning that member's
 maximum (the paper's 72.2% is Inception's maximum, Figure 3). --paper adds the
 paper's Figure 3 numbers (ImageNet steps) beside members named like its networks.
+Members whose config.json differ only by `seed` get a mean ± spread row. --x=<field>
+(a config field, e.g. optim.learning_rate or bn.group_size) adds final accuracy against
+it, one line per setting of the other fields that vary, in accuracy_vs_<field>.png.
 """
 
 from absl import app, flags
@@ -19,13 +23,16 @@ _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member n
 _METRIC = flags.DEFINE_string("metric", "eval/accuracy", "metrics.jsonl key to report.")
 _LOG_STEPS = flags.DEFINE_bool("log_steps", False, "Log-scale steps axis on the plot.")
 _PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 3 numbers too.")
+_X = flags.DEFINE_string("x", None, "A config field (e.g. optim.learning_rate): plot final "
+                         "accuracy against it.")
+_LOG_X = flags.DEFINE_bool("log_x", False, "Log-scale x axis on the --x plot.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
   from bn_inception import report
-  r = report.build(_WORKDIR.value, _TARGET.value, _METRIC.value, _PAPER.value)
-  paths = report.write(r, log_steps=_LOG_STEPS.value)
+  r = report.build(_WORKDIR.value, _TARGET.value, _METRIC.value, _PAPER.value, x=_X.value)
+  paths = report.write(r, log_steps=_LOG_STEPS.value, log_x=_LOG_X.value)
   print(report.markdown(r))
   print("wrote " + ", ".join(paths))
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from bn_inception import schema
-from bn_inception.data import augment, create_source, default_data_root, device_augment, imagenet
+from bn_inception.data import augment, create_source, default_data_root, device_augment
 
 SAMPLE = os.path.join(default_data_root(), "imagenet_sample")
 

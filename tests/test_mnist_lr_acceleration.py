@@ -50,3 +50,18 @@ def test_mini_inception_forward(configs):
     conv = v["params"]["conv1"]["conv"]["conv"]
     assert ("bias" in conv) == (run == "inception")
     assert model.apply(v, x, train=False).shape == (4, 10)
+
+
+def test_time_scale_argument():
+  """`<run>,<time scale>` stretches every length and decay interval by the same factor."""
+  default, mild = twin.get_config("bn_x5"), twin.get_config("bn_x5,2500")
+  assert twin.parse_arg("bn_x5") == ("bn_x5", twin.TIME_SCALE)
+  # 6 M paper steps / 2,500; 8/6 epochs of 40,036 steps of 32 / 2,500 = 21.4.
+  assert (mild.train.num_steps, mild.optim.decay_steps) == (2400, 21)
+  assert (default.train.num_steps, default.optim.decay_steps) == (562, 5)
+  inception = twin.get_config("inception,2500")
+  assert (inception.train.num_steps, inception.optim.decay_steps) == (12_400, 128)
+  assert mild.optim.learning_rate == default.optim.learning_rate
+  for bad in ("bn_x5,0", "bn_x5,fast", "bn_x5,-3"):
+    with pytest.raises(ValueError, match="positive whole number"):
+      twin.get_config(bad)

@@ -1,7 +1,6 @@
 """The paper's six-member BN-x30 ensemble (Sec. 4.2.3): member configs and the CPU twin."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -41,22 +40,37 @@ def test_members_differ_from_bn_x30_exactly_in_documented_fields(variant):
   assert seen == DOCUMENTED  # every modification of the paper is used
 
 
-def test_per_activation_bn_keeps_per_unit_statistics():
-  """At 64 px module 5b sees 2 x 2 x C activations: 4 C statistics per BN layer, not C."""
+def twin_bn_x30():
+  from configs import mnist_lr_acceleration
+  return mnist_lr_acceleration.get_config("bn_x30")
+
+
+def cpu_bn_x30_at_64px():
+  config = bn_x30.get_config("cpu")
+  config.model.image_size = 64
+  return config
+
+
+# Per-activation BN in the last Inception module only: BN-Inception at 64 px, module 5b
+# sees 2 x 2 x C activations, so 4 C statistics per BN layer, not C; the twin's reduced
+# table at 28 px, its last module 4a sees 4 x 4 x C. Both modules have seven BN layers.
+@pytest.mark.parametrize("make_config, last_module, cells", [
+    (cpu_bn_x30_at_64px, "inception_5b", 4), (twin_bn_x30, "inception_4a", 16)])
+def test_per_activation_bn_keeps_per_unit_statistics(make_config, last_module, cells):
   def stat_shapes(per_activation):
-    config = bn_x30.get_config("cpu")
-    config.model.image_size = 64
+    config = make_config()
     config.model.per_activation_bn_last = per_activation
     model = models.create_model(config)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, 64, 64, 3)),
-                                               train=False))
+    size, channels = config.model.image_size, 1 if config.data.name == "mnist" else 3
+    shapes = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((2, size, size, channels)), train=False))
     return {k: v.shape for k, v in traverse_util.flatten_dict(shapes["batch_stats"]).items()}
   per_map, per_unit = stat_shapes(False), stat_shapes(True)
   assert per_map.keys() == per_unit.keys()
-  in_5b = [k for k in per_map if k[0] == "inception_5b"]
-  assert len(in_5b) == 2 * 7          # mean and var of 5b's seven BN layers
+  in_last = [k for k in per_map if k[0] == last_module]
+  assert len(in_last) == 2 * 7          # mean and var of the module's seven BN layers
   for path, shape in per_map.items():
-    expected = (4 * shape[0],) if path in in_5b else shape
+    expected = (cells * shape[0],) if path in in_last else shape
     assert per_unit[path] == expected, path
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ saying why, where `sinfo` does not answer.
 import ast
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,16 +178,18 @@ def _interrupted_job_resumes_exactly(reference, tmp_path, interrupt):
   is written, then check the job was requeued once, resumed from the step it saved and
   ended equal to the uninterrupted job. Returns its (stdout, stderr) logs."""
   workdir, folder = tmp_path / "run", tmp_path / "slurm"
-  job_id = launch.submit([*TRAIN, f"--workdir={workdir}"], str(folder), _resources(),
-                         tmp_path.name, env=_env(BN_INCEPTION_TEST_STEP_SLEEP_S=STEP_SLEEP_S))
+  slow = [sys.executable, "tests/fault_injection.py", f"--sleep_after_step={STEP_SLEEP_S}",
+          "--", *TRAIN[2:]]  # the same train.py run, each step slowed from outside
+  job_id = launch.submit([*slow, f"--workdir={workdir}"], str(folder), _resources(),
+                         tmp_path.name, env=_env())
   _wait(job_id, lambda s: s.state == "running" and 50 in steps_on_disk(workdir),
         what="the first checkpoint")
   subprocess.run([*interrupt, job_id], check=True)
   state, out, err = _wait_done(job_id, folder)
   assert state.state == "completed" and state.restarts == 1, (state, out[-2000:], err[-3000:])
-  stops = [line for line in out.splitlines() if line.startswith("preempted at step")]
-  assert len(stops) == 1, out[-3000:]
-  step = int(stops[0].split()[3].rstrip(";"))
+  stops = re.findall(r"preempted at step (\d+);", err)  # the trainer's warning (stderr)
+  assert len(stops) == 1, err[-3000:]
+  step = int(stops[0])
   assert 50 <= step < NUM_STEPS
   assert f"Resumed from step {step} " in err
 

@@ -319,5 +319,5 @@ def test_preempted_member_is_requeued_and_resumes(slurm, tmp_path):
   assert (states[p.job_id].state, states[p.job_id].restarts) == ("completed", 1)
   [row] = sweep_jobs.status(spec, str(workdir))
   assert (row.state, row.job, row.step) == ("finished", p.job_id, 2000)
-  out = open(launch.log_paths(sweep_jobs.job_folder(str(workdir), "m"), p.job_id)[0]).read()
-  assert sum(line.startswith("preempted at step") for line in out.splitlines()) == 1
+  err = open(launch.log_paths(sweep_jobs.job_folder(str(workdir), "m"), p.job_id)[1]).read()
+  assert err.count("preempted at step") == 1  # the trainer's warning (stderr)

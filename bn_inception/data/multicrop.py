@@ -28,7 +28,7 @@ one decoded image per in-flight example, never all 144 crops of it.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -204,7 +204,6 @@ class TfRecordImageSet(ImageSet):
     return tf.data.TFRecordDataset(self.files).map(TfdsStreamingSource._parse)
 
   def dataset(self, indices, num_parallel_calls):
-    import tensorflow as tf
     indices = np.asarray(indices, np.int64)
     step = int(indices[1] - indices[0]) if len(indices) > 1 else 1
     if len(indices) and not np.array_equal(indices, indices[0] + step * np.arange(len(indices))):

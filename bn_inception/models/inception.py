@@ -32,7 +32,8 @@ Choices the paper does not state, and what we do:
 * with BN on, each convolution has no bias (BN's beta replaces it, Sec. 3.2) and
   BN sits between the convolution and the nonlinearity (Sec. 3.2); a separable
   convolution gets one BN, after its pointwise part;
-* `per_activation_bn_last`: in the last Inception module (5b) every BN keeps
+* `per_activation_bn_last`: in the last Inception module (5b; the reduced table of
+  models/mini_inception.py: 4a) every BN keeps
   statistics, gamma and beta per activation (h, w, c) over the examples of a
   batch, i.e. the non-convolutional BN of Sec. 3.1, instead of per feature map
   over examples x height x width (Sec. 3.2). This is our reading of the ensemble
@@ -64,7 +65,6 @@ from bn_inception.models.mlp import activation_fn, compute_dtype
 INTERMEDIATES = "intermediates"  # when mutable, gets {ROW_OUTPUTS: {row name: its output}}
 ROW_OUTPUTS = "row_outputs"
 DEPTH_MULTIPLIER = 8             # the separable first convolution (Appendix; also TF-slim's)
-PER_ACTIVATION_BN_ROWS = ("inception_5b",)  # the "last hidden layers" of Sec. 4.2.3
 
 
 # ----------------------------------------------------------------------------
@@ -339,21 +339,24 @@ class Inception(nn.Module):
     return jnp.asarray(x, jnp.float32)
 
 
+def last_inception_module(table: Sequence[Row]) -> Tuple[str, ...]:
+  """The rows that get per-activation BN: the last Inception module (Figure 5: 5b), the
+  "last hidden layers" of the Sec. 4.2.3 ensemble members."""
+  return tuple(r.name for r in table if isinstance(r, InceptionRow))[-1:]
+
+
 def create_inception(model_config, norm: Optional[Callable]) -> Inception:
   """BN-Inception for `config.model` (schema.inception_model_config)."""
   m = model_config
-  if m.per_activation_bn_last and norm is None:
-    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
-  return build_inception(
-      m, norm, figure5_table(m.pool_projection_4cd, m.first_conv),
-      per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last else ())
+  return build_inception(m, norm, figure5_table(m.pool_projection_4cd, m.first_conv))
 
 
-def build_inception(model_config, norm: Optional[Callable], table: Tuple[Row, ...],
-                    per_activation_bn_rows: Tuple[str, ...] = ()) -> Inception:
+def build_inception(model_config, norm: Optional[Callable], table: Tuple[Row, ...]) -> Inception:
   """The network of `table` (Figure 5, or e.g. the reduced table of
   models/mini_inception.py) with the unit and classifier knobs of `config.model`."""
   m = model_config
+  if m.per_activation_bn_last and norm is None:
+    raise ValueError("model.per_activation_bn_last=True needs BN: set bn.enabled=True.")
   if m.activation not in ("relu", "sigmoid"):
     raise ValueError(f"model.activation must be 'relu' or 'sigmoid', not {m.activation!r}.")
   if not 0.0 <= m.dropout_rate < 1.0:
@@ -368,7 +371,8 @@ def build_inception(model_config, norm: Optional[Callable], table: Tuple[Row, ..
       norm=norm, activation=m.activation, dropout_rate=m.dropout_rate, lrn=m.lrn,
       lrn_depth_radius=m.lrn_depth_radius, lrn_bias=m.lrn_bias, lrn_alpha=m.lrn_alpha,
       lrn_beta=m.lrn_beta, dtype=compute_dtype(m.dtype), init_scale=m.init_scale,
-      per_activation_bn_rows=per_activation_bn_rows, bn_scale=m.bn_scale,
+      per_activation_bn_rows=last_inception_module(table) if m.per_activation_bn_last else (),
+      bn_scale=m.bn_scale,
       first_conv_bn=m.first_conv_bn)
 
 
@@ -464,10 +468,11 @@ def row_costs(table: Sequence[Row], image_size: int, num_classes: int, bn: bool 
 def model_costs(config, in_channels: int = 3) -> Tuple[RowCost, ...]:
   """`row_costs` for a config at `config.model.image_size`."""
   m = config.model
-  return row_costs(figure5_table(m.pool_projection_4cd, m.first_conv), m.image_size,
-                   m.num_classes, bn=config.bn.enabled, in_channels=in_channels,
-                   per_activation_bn_rows=PER_ACTIVATION_BN_ROWS if m.per_activation_bn_last
-                   else (), bn_scale=m.bn_scale,
+  table = figure5_table(m.pool_projection_4cd, m.first_conv)
+  return row_costs(table, m.image_size, m.num_classes, bn=config.bn.enabled,
+                   in_channels=in_channels,
+                   per_activation_bn_rows=last_inception_module(table)
+                   if m.per_activation_bn_last else (), bn_scale=m.bn_scale,
                    first_conv_bn=m.first_conv_bn)
 
 

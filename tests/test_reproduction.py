@@ -1,0 +1,237 @@
+"""The reproduction sweeps (docs/reproduction.md): what each member is, the report's
+seed and x-axis summaries, and (slow) each sweep file run end to end, shortened."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bn_inception import checkpoint, report
+from bn_inception.sweep_runner import load_sweep, resolve, run_sweep
+from configs import mnist_lr_acceleration as twin
+from configs.sweeps import paper_ensemble
+
+
+def resolved(spec):
+  return {m.name: checkpoint.flat(resolve(m).config) for m in load_sweep(spec)}
+
+
+def differing(a, b):
+  return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+# ------------------------------------------------------------------- what the files say
+
+
+def test_lr_grid_pairs_differ_only_in_bn():
+  assert {c["train.num_steps"] for c in resolved("configs/sweeps/lr_grid.py:200").values()} == {200}
+  members = resolved("configs/sweeps/lr_grid.py")
+  bn_x5 = checkpoint.flat(twin.get_config("bn_x5"))
+  lrs = {c["optim.learning_rate"] for c in members.values()}
+  assert len(members) == 12 and len(lrs) == 6
+  assert {0.015, 0.5} <= lrs  # the twin's Inception and near BN-x30 (0.45) rates
+  for name, c in members.items():
+    assert c["bn.enabled"] == name.endswith("-bn") and c["optim.schedule"] == "constant"
+    assert c["train.nonfinite_policy"] == "skip"
+    other = members[name[:-3] + "-no_bn" if name.endswith("-bn") else name[:-6] + "-bn"]
+    assert differing(c, other) == {"bn.enabled"}
+    assert differing(c, bn_x5) <= {"bn.enabled", "optim.learning_rate", "optim.schedule",
+                                   "train.num_steps", "train.eval_every",
+                                   "train.eval_at_start", "train.checkpoint_every",
+                                   "train.nonfinite_policy"}
+
+
+def test_sigmoid_members():
+  m = resolved("configs/sweeps/sigmoid_no_bn.py")
+  assert all(c["model.activation"] == "sigmoid" for c in m.values())
+  assert [n for n, c in m.items() if c["bn.enabled"]] == ["bn_x5_sigmoid"]
+  assert differing(m["bn_x5_sigmoid"], m["bn_x5_sigmoid_no_bn"]) == {"bn.enabled"}
+  inception = checkpoint.flat(twin.get_config("inception"))
+  assert differing(m["inception_sigmoid"], inception) == {
+      "model.activation", "train.nonfinite_policy", "train.eval_every"}
+  assert [-(-c["train.num_steps"] // c["train.eval_every"]) for c in m.values()] == [5] * 3
+  assert resolved("configs/sweeps/sigmoid_no_bn.py:2500")["bn_x5_sigmoid"][
+      "train.num_steps"] == 2400
+
+
+def test_group_size_members_share_the_global_batch():
+  m = resolved("configs/sweeps/bn_group_size.py")
+  assert sorted(c["bn.group_size"] for c in m.values()) == [2, 4, 8, 16, 32, 64]
+  half = resolved("configs/sweeps/bn_group_size.py:21354")
+  for c, h in zip(m.values(), half.values()):
+    assert (c["train.batch_size"], c["bn.stats_mode"]) == (64, "group")
+    assert (c["train.num_steps"], h["train.num_steps"]) == (562, 281)
+    assert c["train.batch_size"] % c["bn.group_size"] == 0
+
+
+def test_inference_stats_members_keep_every_checkpoint():
+  m = resolved("configs/sweeps/inference_stats.py")
+  assert sorted(c["bn.momentum"] for c in m.values()) == [0.9, 0.9997]
+  for c in m.values():
+    # every 50 steps up to the end must survive for the evaluations
+    assert c["train.keep_checkpoints"] >= c["train.num_steps"] // c["train.checkpoint_every"] + 1
+
+
+def test_twin_ensemble_is_the_paper_ensemble_on_the_twin():
+  m = resolved("configs/sweeps/twin_ensemble.py")
+  bn_x30 = checkpoint.flat(twin.get_config("bn_x30"))
+  assert list(m) == list(paper_ensemble.MEMBERS)
+  for name, c in m.items():
+    assert differing(c, bn_x30) == set(paper_ensemble.MEMBERS[name]) | {
+        "train.eval_every", "train.eval_at_start"}
+    assert c["train.eval_every"] == c["train.num_steps"]
+
+
+def test_twin_seeds_members():
+  m = resolved("configs/sweeps/twin_seeds.py")
+  assert len(m) == 15 and {c["seed"] for c in m.values()} == {0, 1, 2}
+  assert m["bn_x5-seed0"]["train.num_steps"] == 2400
+  assert m["inception-seed2"]["train.num_steps"] == 12_400
+  assert differing(m["bn_x30-seed0"], m["bn_x30-seed1"]) == {"seed"}
+  short = resolved("configs/sweeps/twin_seeds.py:10677")
+  assert short["bn_x5-seed1"]["train.num_steps"] == twin.get_config("bn_x5").train.num_steps
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def member(workdir, name, changes, accuracies):
+  """A finished-looking member: a real config (mnist_fig1's) with `changes`, saved by the
+  one config writer, and hand-made evaluations."""
+  from configs import mnist_fig1
+  d = workdir / name
+  d.mkdir(parents=True)
+  config = mnist_fig1.get_config("bn")
+  for field, value in changes.items():
+    section, _, key = field.rpartition(".")
+    (config[section] if section else config)[key] = value
+  checkpoint.check_or_save_config(str(d), config)
+  with open(d / "metrics.jsonl", "w") as f:
+    for step, a in accuracies:
+      f.write(json.dumps({"step": step, "eval/accuracy": a}) + "\n")
+
+
+def test_report_over_seeds_and_against_a_field(tmp_path):
+  w = tmp_path / "sweep"
+  cfg = lambda seed, lr, bn: {"seed": seed, "optim.learning_rate": lr, "bn.enabled": bn}
+  # bn at lr 0.1, three seeds: finals 0.90, 0.92, 0.97; maxima 0.95, 0.92, 0.97
+  member(w, "bn-lr0.1-seed0", cfg(0, 0.1, True), [(100, 0.95), (200, 0.90)])
+  member(w, "bn-lr0.1-seed1", cfg(1, 0.1, True), [(100, 0.80), (200, 0.92)])
+  member(w, "bn-lr0.1-seed2", cfg(2, 0.1, True), [(100, 0.97), (200, 0.97)])
+  member(w, "bn-lr1-seed0", cfg(0, 1.0, True), [(200, 0.5)])
+  member(w, "no_bn-lr0.1-seed0", cfg(0, 0.1, False), [(200, 0.6)])
+  member(w, "no_bn-lr1-seed0", cfg(0, 1.0, False), [(200, 0.1)])
+  # A field the code has dropped since one member ran (its config.json still holds it)
+  # does not split a series.
+  saved = json.loads((w / "no_bn-lr1-seed0" / "config.json").read_text())
+  saved["train"]["inject_nonfinite_at_step"] = -1
+  (w / "no_bn-lr1-seed0" / "config.json").write_text(json.dumps(saved))
+  r = report.build(str(w), 0.93, x="optim.learning_rate")
+
+  (group,) = r.seed_groups  # the only setting run with more than one seed
+  assert group.label == "bn-lr0.1" and len(group.members) == 3
+  assert group.final_accuracy.mean == pytest.approx(0.93)
+  assert group.final_accuracy.std == pytest.approx(np.std([0.90, 0.92, 0.97], ddof=1))
+  assert (group.max_accuracy.low, group.max_accuracy.high) == (0.92, 0.97)
+  assert group.reached == 2 and group.steps_to_target.mean == 100  # seeds 0 and 2, at 100
+
+  assert set(r.by_x) == {"bn.enabled=True", "bn.enabled=False"}
+  bn = r.by_x["bn.enabled=True"]
+  assert [p.x for p in bn] == [0.1, 1.0] and bn[0].final_accuracy.n == 3
+  assert bn[0].final_accuracy.mean == pytest.approx(0.93) and bn[1].final_accuracy.mean == 0.5
+  assert [p.final_accuracy.mean for p in r.by_x["bn.enabled=False"]] == [0.6, 0.1]
+
+  text = report.markdown(r)
+  assert "| bn-lr0.1 | 3 | 94.67% ± 2.52 (92.00–97.00) | 93.00% ± 3.61 (90.00–97.00) |" in text
+  assert "| bn.enabled=False | 1 | 10.00% | 10.00% | no_bn-lr1-seed0 |" in text
+  paths = report.write(r, log_x=True)
+  assert paths[-1].endswith("accuracy_vs_learning_rate.png") and os.path.getsize(paths[-1]) > 5000
+  data = json.loads(open(paths[1]).read())
+  assert data["x"] == "optim.learning_rate" and len(data["over_seeds"]) == 1
+
+  with pytest.raises(ValueError, match="no such field"):
+    report.build(str(w), 0.9, x="optim.nonexistent")
+
+
+def test_report_x_must_be_a_number(tmp_path):
+  w = tmp_path / "sweep"
+  member(w, "a", {"model.activation": "relu"}, [(1, 0.5)])
+  with pytest.raises(ValueError, match="'relu', not a number"):
+    report.build(str(w), 0.9, x="model.activation")
+
+
+# ------------------------------------------------------------------- each file runs
+
+
+SHORT = {"train.num_steps": 3, "train.eval_every": 3, "train.checkpoint_every": 3,
+         "train.log_every": 1, "train.eval_at_start": False}
+
+
+def run_short(tmp_path, name, arg=""):
+  """Every member of configs/sweeps/<name>.py[:arg], 3 steps each, in this process."""
+  spec = tmp_path / f"short_{name}.py"
+  spec.write_text(f"""
+from bn_inception.sweep import Member
+from configs.sweeps.{name} import get_sweep as full
+
+def get_sweep():
+  members = full({arg!r}) if {arg!r} else full()
+  return [Member(m.name, m.config, {{**m.overrides, **{SHORT!r}}}) for m in members]
+""")
+  workdir = tmp_path / name
+  outcomes = run_sweep(str(spec), str(workdir), inprocess=True)
+  assert [o.status for o in outcomes] == ["finished"] * len(outcomes), outcomes
+  assert len(outcomes) == len(load_sweep(f"configs/sweeps/{name}.py"))
+  return workdir
+
+
+@pytest.mark.slow
+def test_lr_grid_runs(tmp_path):
+  w = run_short(tmp_path, "lr_grid")
+  r = report.build(str(w), 0.5, x="optim.learning_rate")
+  assert set(r.by_x) == {"bn.enabled=True", "bn.enabled=False"}
+  assert all(len(points) == 6 for points in r.by_x.values())
+
+
+@pytest.mark.slow
+def test_sigmoid_no_bn_runs(tmp_path):
+  run_short(tmp_path, "sigmoid_no_bn")
+
+
+@pytest.mark.slow
+def test_bn_group_size_runs(tmp_path):
+  w = run_short(tmp_path, "bn_group_size")
+  r = report.build(str(w), 0.5, x="bn.group_size")
+  assert [p.x for p in r.by_x["all"]] == [2, 4, 8, 16, 32, 64]
+
+
+@pytest.mark.slow
+def test_inference_stats_runs_and_evaluates_both_ways(tmp_path):
+  from bn_inception import ensemble
+  w = run_short(tmp_path, "inference_stats")
+  specs = [ensemble.parse_member(str(w / "momentum0.9997"), step=3)]
+  for pop in (0, 2):
+    ensemble.run(specs, [1], output_dir=str(tmp_path / f"eval{pop}"), batch_size=1000,
+                 population_stats_batches=pop)
+  rows = [json.loads((tmp_path / f"eval{p}" / "report.json").read_text()) for p in (0, 2)]
+  assert [r["members"][0]["population_stats_batches"] for r in rows] == [0, 2]
+
+
+@pytest.mark.slow
+def test_twin_ensemble_runs_and_evaluates(tmp_path):
+  from bn_inception import ensemble
+  w = run_short(tmp_path, "twin_ensemble")
+  # Two members, one crop: ten crops of all six would be 600,000 crops here (the
+  # 10-crop path itself is tested in tests/test_evaluate.py).
+  specs = [ensemble.parse_member(str(w / n)) for n in ("x30_init", "x30_pabn")]
+  ensemble.run(specs, [1], output_dir=str(tmp_path / "eval"), batch_size=1000)
+  result = json.loads((tmp_path / "eval" / "report.json").read_text())
+  assert [len(r["rows"]) for r in result["results"]] == [3]  # two members, the ensemble
+
+
+@pytest.mark.slow
+def test_twin_seeds_runs(tmp_path):
+  w = run_short(tmp_path, "twin_seeds", "10677")
+  r = report.build(str(w), 0.5)
+  assert len(r.seed_groups) == 5 and all(len(g.members) == 3 for g in r.seed_groups)
