@@ -93,9 +93,14 @@ def hide_gpus_from_tensorflow():
     pass
 
 
-def _fail(msg: str, status: int):
+def _fail(msg: str, status: int, at_once: bool = False):
   print(f"error: {msg}\n(set BN_INCEPTION_DEBUG=1 to see the traceback)", file=sys.stderr,
         flush=True)
+  if at_once:  # skip interpreter shutdown, where a failed save's threads still print
+    import logging
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(status)
   sys.exit(status)
 
 
@@ -111,7 +116,8 @@ def run_main(fn, *args, **kwargs):
       where = _path_written(e)
       _fail(f"no space left on the device{f' (writing {where})' if where else ''}. Free "
             "space and rerun the same command: it resumes from the last complete "
-            "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT)
+            "checkpoint (an unfinished one is ignored and cleaned up).", DISK_FULL_EXIT,
+            at_once=True)
     if not isinstance(e, _user_errors() + (_non_finite_error(),)):  # imported only now
       raise
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
