@@ -147,7 +147,7 @@ def parse_flags(argv, flag_values=None):
     msg = str(e)
   except flags.Error as e:
     msg = " ".join(str(e).split())
-  print(f"error: {msg}\n(--helpfull lists every flag; configs/base.py documents the "
+  print(f"error: {msg}\n(--helpfull lists every flag; bn_inception/schema.py documents the "
         "config fields.)", file=sys.stderr, flush=True)
   sys.exit(2)
 

@@ -3,7 +3,7 @@
 Called once at the start of `train.train_and_evaluate` and for every sweep member
 by the sweep runner, so a value that would fail (or silently lose a run) minutes
 into training is one `error:` line before any data is read or anything written.
-The fields are defined, with their meaning, in configs/base.py.
+The fields are defined, with their meaning, in bn_inception/schema.py.
 """
 
 from __future__ import annotations

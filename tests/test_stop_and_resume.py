@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_reliability import load_state  # plain orbax, as the reliability tests read it
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BN_INCEPTION_DATA", REPO.parent / "shared" / "data"))
@@ -84,16 +85,6 @@ def wait_for(predicate, proc=None, timeout=180, what="condition"):
     if time.time() - t0 > timeout:
       pytest.fail(f"timed out waiting for {what}")
     time.sleep(0.005)
-
-
-def load_state(workdir, step=None):
-  import jax
-  import orbax.checkpoint as ocp
-  with ocp.CheckpointManager(Path(workdir) / "checkpoints") as mngr:
-    step = mngr.latest_step() if step is None else step
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  flat = jax.tree_util.tree_flatten_with_path(restored["state"])[0]
-  return {jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
 
 
 def assert_same_state(a, b):
