@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from bn_inception import benchmark
 from configs import mnist_fig1
@@ -50,6 +51,7 @@ def test_benchmark_script_writes_json(tmp_path):
   assert "train_images_per_s" in proc.stdout
 
 
+@pytest.mark.slow  # bf16 in the step is checked fast by the StableHLO test below
 def test_bfloat16_keeps_float32_state_and_tracks_float32_loss():
   """Sec. 'fast step': bf16 compute, float32 parameters and BN statistics, same learning."""
   import jax
@@ -122,6 +124,7 @@ def test_benchmark_times_the_device_augmentation_with_or_without_the_data():
     assert x.shape == undistorted.shape and np.abs(x - undistorted).mean() > 0.01
 
 
+@pytest.mark.slow  # the script itself is covered fast by test_benchmark_script_writes_json
 def test_benchmark_script_without_the_images_still_times_the_bf16_step(tmp_path):
   """The GPU command of the README on a machine without the JPEGs: step figures
   (synthetic batches), the input part reported as not timed, exit 0."""
