@@ -7,6 +7,7 @@ import os
 import sys
 
 from bn_inception import progress
+from bn_inception import signals
 from bn_inception.signals import Stopped, StopSignals
 
 USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
@@ -110,6 +111,8 @@ def run_main(fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except Exception as e:
+    if signals.interrupted_by() is not None:  # a start-up stop, disguised by native code
+      raise Stopped(signals.interrupted_by()) from e
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     if disk_full(e):

@@ -236,8 +236,11 @@ class CommandJob:
 
   def _stop(self, signum: int) -> None:
     """A stop signal or preemption notice reached this task: the trainer gets SIGTERM."""
+    first = self._stopped_by is None
     self._stopped_by = self._stopped_by or signum
-    if self._proc is not None and not self._exited.is_set():
+    # Once: the notice reaches both this handler and submitit's checkpoint(), and a
+    # second SIGTERM makes the trainer abort at once, without its checkpoint.
+    if first and self._proc is not None and not self._exited.is_set():
       try:
         self._proc.send_signal(signal.SIGTERM)
       except ProcessLookupError:

@@ -27,6 +27,16 @@ from typing import Optional
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+_interrupted_by: Optional[int] = None  # the signal that raised `Stopped`, if any
+
+
+def interrupted_by() -> Optional[int]:
+  """The signal that raised `Stopped` in this process, or None. Native code that a
+  signal interrupts (an import's C extension, say) can turn the `Stopped` raised in
+  its callback into an error of its own; callers check this before reporting one."""
+  return _interrupted_by
+
+
 class Stopped(BaseException):
   """A stop signal arrived during start-up. A BaseException, like KeyboardInterrupt,
   so that no `except Exception` on the way (a data loader's, orbax's) swallows it."""
@@ -81,6 +91,8 @@ class StopSignals:
       for sig in self._previous:
         signal.signal(sig, signal.SIG_DFL)
     if self.interrupt:
+      global _interrupted_by
+      _interrupted_by = signum
       raise Stopped(signum)
     print(f"{name}: stopping after this step with a checkpoint; {name} again aborts at "
           "once (keeping the last complete checkpoint).", file=sys.stderr, flush=True)
