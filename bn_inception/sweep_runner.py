@@ -65,11 +65,6 @@ def resolve_path(path: str) -> Optional[str]:
   return None
 
 
-def _ensure_repo_on_path():
-  if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-
 def _call(spec: str, function: str, required: bool = True) -> Any:
   """`function()` (or `function(arg)`) of sweep file `spec`; None if it has none and
   it is not required."""
@@ -77,7 +72,6 @@ def _call(spec: str, function: str, required: bool = True) -> Any:
   full = resolve_path(path)
   if full is None:
     raise SweepError(f"Sweep file {path} not found (looked in {REPO_ROOT} and {os.getcwd()}).")
-  _ensure_repo_on_path()
   try:
     return config_files.load(spec, function, full_path=full, shown=path, required=required)
   except config_files.ConfigFileError as e:
@@ -147,7 +141,6 @@ def resolve(member: Member) -> ResolvedMember:
   Raises SweepError naming the member and the field for an unknown field, a wrong
   type, or a value the command line cannot express.
   """
-  _ensure_repo_on_path()
   who = f"Sweep member {member.name!r}"
   if isinstance(member.config, str):
     path, arg = config_files.split_spec(member.config)
