@@ -115,23 +115,42 @@ def read_rows(run_dir: str) -> Dict[int, dict]:
   return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
 
 
-def resolve_target(target: Union[str, float], curves: Dict[str, Dict[int, dict]],
-                   metric: str = METRIC) -> Tuple[float, str]:
-  """A number, or a member's name: that member's maximum (the paper's 72.2% is
-  Inception's maximum). Returns (value, description)."""
+def mean_curve(curves: Sequence[List[Tuple[int, float]]]) -> List[Tuple[int, float]]:
+  """The curves averaged at each step that all of them evaluated (seeds of one setting
+  share their evaluation steps)."""
+  if not curves:
+    return []
+  by_step = [dict(c) for c in curves]
+  common = set.intersection(*(set(d) for d in by_step))
+  return [(s, statistics.fmean(d[s] for d in by_step)) for s in sorted(common)]
+
+
+def resolve_target(target: Union[str, float], curves: Dict[str, List[Tuple[int, float]]],
+                   groups: Dict[str, List[str]], metric: str = METRIC) -> Tuple[float, str]:
+  """A number; a member's name: that member's maximum (the paper's 72.2% is
+  Inception's maximum); or a seed group's label ('inception' for inception-seed0..2):
+  the maximum of its seeds' MEAN curve, so that the group itself reaches the target
+  exactly once, at one step, however its seeds scatter. Returns (value, description)."""
   try:
     value = float(target)
   except (TypeError, ValueError):
-    if target not in curves:
-      raise ValueError(f"--target={target!r} is neither a number nor a member "
-                       f"(members: {', '.join(curves) or 'none'}).") from None
-    curve = eval_curve(curves[target], metric)
+    if target in curves:
+      curve, what = curves[target], f"{metric} of {target}"
+    elif target in groups:
+      curve = mean_curve([curves[n] for n in groups[target]])
+      what = f"{metric} of {target} averaged over its {len(groups[target])} seeds"
+    else:
+      raise ValueError(f"--target={target!r} is neither a number, a member nor a seed group "
+                       f"(members: {', '.join(curves) or 'none'}"
+                       + (f"; seed groups: {', '.join(groups)}" if groups else "") + ").") from None
     if not curve:
-      raise ValueError(f"--target={target}: that member has no {metric} values yet.")
+      raise ValueError(f"--target={target}: no {metric} values yet.")
     best = max(a for _, a in curve)
-    return best, f"the maximum {metric} of {target} ({best:.4f})"
+    best_step = next(s for s, a in curve if a == best)
+    return best, f"the maximum {what} ({best:.4f}, at step {best_step:,})"
   if not 0.0 <= value <= 1.0:
-    raise ValueError(f"--target={value} must be an accuracy in [0, 1] or a member name.")
+    raise ValueError(f"--target={value} must be an accuracy in [0, 1], a member name or a "
+                     "seed group.")
   return value, f"{metric} >= {value:.4f}"
 
 
@@ -160,6 +179,8 @@ class SeedGroup:
   final_accuracy: Optional[Spread]
   steps_to_target: Optional[Spread]  # over the members that reached the target
   reached: int                      # how many did
+  mean_curve: List[Tuple[int, float]]  # the seeds' accuracy averaged at each step
+  mean_steps_to_target: Optional[int]  # first step at which the mean curve reaches it
 
 
 @dataclasses.dataclass
@@ -176,7 +197,7 @@ class Report:
   workdir: str
   target: float
   target_description: str
-  reference: Optional[str]          # the member whose maximum is the target, if any
+  reference: Optional[str]          # the member or seed group whose maximum is the target
   metric: str
   summaries: List[MemberSummary]
   curves: Dict[str, List[Tuple[int, float]]]
@@ -210,23 +231,30 @@ def _seed_label(name: str) -> str:
   return _SEED_LABEL.sub("", name).strip("-") or name
 
 
-def group_seeds(summaries: Sequence[MemberSummary],
-                configs: Dict[str, Dict[str, Any]]) -> List[SeedGroup]:
-  """Groups of two or more evaluated members whose configs differ only by `seed`."""
-  groups: Dict[str, List[MemberSummary]] = {}
-  for s in summaries:
-    if s.num_evals and configs.get(s.name):
-      groups.setdefault(_without(configs[s.name], (SEED_FIELD,)), []).append(s)
+def seed_groups(curves: Dict[str, List[Tuple[int, float]]],
+                configs: Dict[str, Dict[str, Any]]) -> Dict[str, List[str]]:
+  """{label: members}: groups of two or more evaluated members whose configs differ
+  only by `seed`, labelled by the first member's name without its seed label."""
+  groups: Dict[str, List[str]] = {}
+  for name, curve in curves.items():
+    if curve and configs.get(name):
+      groups.setdefault(_without(configs[name], (SEED_FIELD,)), []).append(name)
+  return {_seed_label(names[0]): names for names in groups.values() if len(names) > 1}
+
+
+def group_stats(groups: Dict[str, List[str]], summaries: Sequence[MemberSummary],
+                curves: Dict[str, List[Tuple[int, float]]], target: float) -> List[SeedGroup]:
+  by_name = {s.name: s for s in summaries}
   out = []
-  for members in groups.values():
-    if len(members) < 2:
-      continue
+  for label, names in groups.items():
+    members = [by_name[n] for n in names]
     reached = [m.steps_to_target for m in members if m.steps_to_target is not None]
+    mean = mean_curve([curves[n] for n in names])
     out.append(SeedGroup(
-        _seed_label(members[0].name), [m.name for m in members],
-        Spread.of([m.max_accuracy for m in members]),
+        label, names, Spread.of([m.max_accuracy for m in members]),
         Spread.of([m.final_accuracy for m in members]),
-        Spread.of(reached) if reached else None, len(reached)))
+        Spread.of(reached) if reached else None, len(reached), mean,
+        next((s for s, a in mean if a + TOLERANCE >= target), None)))
   return out
 
 
@@ -264,13 +292,14 @@ def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = 
     raise FileNotFoundError(f"No sweep members in {workdir}: no sweep.json and no "
                             "<member>/metrics.jsonl.")
   rows = {name: read_rows(d) for name, d in runs}
-  value, description = resolve_target(target, rows, metric)
-  reference = target if isinstance(target, str) and target in rows else None
-  summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
   curves = {name: eval_curve(rows[name], metric) for name, _ in runs}
   configs = member_configs(runs)
+  groups = seed_groups(curves, configs)
+  value, description = resolve_target(target, curves, groups, metric)
+  reference = target if isinstance(target, str) and (target in rows or target in groups) else None
+  summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
   return Report(workdir, value, description, reference, metric, summaries, curves, paper,
-                group_seeds(summaries, configs), x,
+                group_stats(groups, summaries, curves, value), x,
                 accuracy_by(x, summaries, configs) if x else {})
 
 
@@ -299,16 +328,31 @@ def _fmt_spread(sp: Optional[Spread], percent: bool = True) -> str:
 
 
 def _seed_lines(report: Report) -> List[str]:
+  target = f"{100 * report.target:.2f}%"
+  ref = next((g for g in report.seed_groups if g.label == report.reference), None)
+  head = ["setting", "seeds", "max accuracy", "final accuracy", f"steps to {target}",
+          "reached", f"mean curve reaches {target} at"]
+  if ref is not None:
+    head.append(f"fewer steps than {ref.label} (mean curves)")
+  if report.paper:
+    head += ["paper: steps to 72.2%", "paper: max accuracy"]
   lines = ["", "## Over seeds", "",
            "Members whose configs differ only by `seed`: mean ± sample standard deviation "
-           "(min–max). Steps to the target are over the seeds that reached it.", "",
-           f"| setting | seeds | max accuracy | final accuracy | steps to "
-           f"{100 * report.target:.2f}% | reached |", "|---|---|---|---|---|---|"]
+           "(min–max). Steps to the target are over the seeds that reached it; the mean "
+           "curve is the seeds' accuracy averaged at each evaluated step.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for g in report.seed_groups:
-    lines.append(f"| {g.label} | {len(g.members)} | {_fmt_spread(g.max_accuracy)} | "
-                 f"{_fmt_spread(g.final_accuracy)} | "
-                 f"{_fmt_spread(g.steps_to_target, percent=False)} | "
-                 f"{g.reached}/{len(g.members)} |")
+    cells = [g.label, str(len(g.members)), _fmt_spread(g.max_accuracy),
+             _fmt_spread(g.final_accuracy), _fmt_spread(g.steps_to_target, percent=False),
+             f"{g.reached}/{len(g.members)}", _fmt_steps(g.mean_steps_to_target)]
+    if ref is not None:
+      ok = g.mean_steps_to_target and ref.mean_steps_to_target
+      cells.append(f"{ref.mean_steps_to_target / g.mean_steps_to_target:.1f}x" if ok else "–")
+    if report.paper:
+      p = PAPER_FIGURE3.get(paper_key(g.label) or "")
+      cells += ([_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p
+                else ["", ""])
+    lines.append("| " + " | ".join(cells) + " |")
   return lines
 
 
@@ -396,9 +440,22 @@ def plot(report: Report, path: str, log_steps: bool = False) -> None:
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(8, 5))
-  for name, curve in report.curves.items():
-    points = [(s, a) for s, a in curve if s > 0 or not log_steps]  # log axis: no step 0
+  visible = lambda curve: [(s, a) for s, a in curve if s > 0 or not log_steps]  # log: no 0
+  grouped = set()
+  for g in report.seed_groups:  # seeds of one setting: their mean, shaded min to max
+    grouped.update(g.members)
+    points = visible(g.mean_curve)
     if points:
+      steps = [s for s, _ in points]
+      by_step = [dict(report.curves[n]) for n in g.members]
+      line, = ax.plot(steps, [a for _, a in points], marker=".",
+                      label=f"{g.label} (mean of {len(g.members)} seeds)")
+      ax.fill_between(steps, [min(d[s] for d in by_step) for s in steps],
+                      [max(d[s] for d in by_step) for s in steps],
+                      color=line.get_color(), alpha=0.2, lw=0)
+  for name, curve in report.curves.items():
+    points = visible(curve)
+    if points and name not in grouped:
       steps, accs = zip(*points)
       ax.plot(steps, accs, marker=".", label=name)
   ax.axhline(report.target, color="gray", ls="--", lw=1,

@@ -28,5 +28,5 @@ def get_config():
   c.train.eval_at_start = False
   c.train.log_every = 100
   c.train.checkpoint_every = 400
-  c.train.eval_batch_size = 250
+  c.train.eval_batch_size = 200   # divides 1, 2, 4 or 8 devices (and 1,000 images)
   return c

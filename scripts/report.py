@@ -6,9 +6,11 @@
 
 Writes <workdir>/report.md, report.json and accuracy_vs_steps.png from each member's
 metrics.jsonl. --target is an accuracy, or a member's name meaning that member's
-maximum (the paper's 72.2% is Inception's maximum, Figure 3). --paper adds the
-paper's Figure 3 numbers (ImageNet steps) beside members named like its networks.
-Members whose config.json differ only by `seed` get a mean ± spread row. --x=<field>
+maximum (the paper's 72.2% is Inception's maximum, Figure 3), or a seed group's label
+(`inception` for inception-seed0, -seed1, ...) meaning the maximum of its seeds' mean
+curve. --paper adds the paper's Figure 3 numbers (ImageNet steps) beside members and
+seed groups named like its networks. Members whose config.json differ only by `seed`
+get a mean ± spread row, and one mean curve (shaded min to max) on the plot. --x=<field>
 (a config field, e.g. optim.learning_rate or bn.group_size) adds final accuracy against
 it, one line per setting of the other fields that vary, in accuracy_vs_<field>.png.
 """
@@ -18,8 +20,9 @@ from absl import app, flags
 from bn_inception import cli, progress
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
-_TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, or a member name (its "
-                              "maximum accuracy is the target).")
+_TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, a member name (its "
+                              "maximum accuracy is the target) or a seed group's label (the "
+                              "maximum of its seeds' mean accuracy).")
 _METRIC = flags.DEFINE_string("metric", "eval/accuracy", "metrics.jsonl key to report.")
 _LOG_STEPS = flags.DEFINE_bool("log_steps", False, "Log-scale steps axis on the plot.")
 _PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 3 numbers too.")

@@ -154,6 +154,30 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
     report.build(str(w), 0.9, x="optim.nonexistent")
 
 
+def test_report_target_of_a_seed_group_is_the_maximum_of_its_mean_curve(tmp_path):
+  w = tmp_path / "sweep"
+  lr = lambda seed, rate: {"seed": seed, "optim.learning_rate": rate}
+  member(w, "slow-seed0", lr(0, 0.1), [(100, 0.80), (200, 0.90)])
+  member(w, "slow-seed1", lr(1, 0.1), [(100, 0.60), (200, 0.96)])  # mean: 0.70, 0.93
+  member(w, "fast-seed0", lr(0, 1.0), [(100, 0.95), (200, 0.97)])
+  member(w, "fast-seed1", lr(1, 1.0), [(100, 0.93), (200, 0.99)])  # mean: 0.94, 0.98
+  r = report.build(str(w), "slow")
+  assert r.target == pytest.approx(0.93) and r.reference == "slow"
+  assert "averaged over its 2 seeds (0.9300, at step 200)" in r.target_description
+  groups = {g.label: g for g in r.seed_groups}
+  slow, fast = groups["slow"], groups["fast"]
+  assert [a for _, a in slow.mean_curve] == pytest.approx([0.70, 0.93])
+  assert slow.mean_steps_to_target == 200 and fast.mean_steps_to_target == 100
+  assert slow.reached == 1 and slow.steps_to_target.mean == 200  # seed 0 never gets there
+  assert fast.reached == 2 and fast.steps_to_target.mean == 100
+  text = report.markdown(r)
+  assert "| fewer steps than slow (mean curves) |" in text
+  assert "| 1/2 | 200 | 1.0x |" in text and "| 2/2 | 100 | 2.0x |" in text
+  assert os.path.getsize(report.write(r)[2]) > 5000  # the plot: two mean curves, shaded
+  with pytest.raises(ValueError, match="seed groups: fast, slow"):
+    report.build(str(w), "medium")
+
+
 def test_report_x_must_be_a_number(tmp_path):
   w = tmp_path / "sweep"
   member(w, "a", {"model.activation": "relu"}, [(1, 0.5)])
