@@ -32,8 +32,8 @@ from bn_inception import progress, sharding
 from bn_inception.batchnorm import BATCH_STATS, population_statistics
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import multicrop
-from bn_inception.evaluate import (Geometry, evaluate, format_table, paper_rows,
-                                   write_report)
+from bn_inception.evaluate import (Geometry, against_best_member_line, evaluate,
+                                   format_table, paper_rows, write_report)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +265,9 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
         print(f"WARNING: {row['model']}: {row['nonfinite']:,} of {row['examples']:,} examples "
               f"had non-finite (NaN/inf) outputs with {k} crop(s); they count as errors.",
               flush=True)
+    for row in result["rows"]:
+      if "against_best_member" in row:
+        print(against_best_member_line(row), flush=True)
     print(f"{k} crop(s): {result['seconds']:.1f} s ({result['crops_per_second']:.0f} crops/s)",
           flush=True)
   report = {

@@ -14,6 +14,9 @@ probabilities are averaged over networks (never logits: a network cannot
 outvote the others by being overconfident). Top-k uses `metrics.topk_correct`
 (ties and non-finite outputs count against the label). Every example is counted
 exactly once whatever the batch size; the count is reported beside the errors.
+An ensemble is also compared with its best member on the same examples (top-1):
+how many each gets right that the other gets wrong, and McNemar's exact test of
+whether the difference is more than chance (`against_best_member`).
 """
 
 from __future__ import annotations
@@ -79,12 +82,17 @@ class CropAverager:
 
 
 def _topk_counts(probs, labels, mask):
-  """[rows, n, C] probabilities -> [rows, len(TOP_K) + 1]: top-k correct counts over the
-  masked examples, then the count of those whose probabilities are not all finite."""
+  """[rows, n, C] probabilities -> [rows, len(TOP_K) + 3]: top-k correct counts over the
+  masked examples; the count of those whose probabilities are not all finite; the
+  count the LAST row (the ensemble) gets right at top-1 and this row wrong; and the
+  count this row gets right and the last row wrong."""
   def one(p):
     return jnp.stack([jnp.sum(metrics_lib.topk_correct(p, labels, k) * mask) for k in TOP_K]
                      + [jnp.sum(metrics_lib.nonfinite_rows(p) * mask)])
-  return jax.vmap(one)(probs).astype(jnp.int32)
+  top1 = jax.vmap(lambda p: metrics_lib.topk_correct(p, labels, 1))(probs) * mask
+  last = top1[-1]
+  paired = jnp.stack([jnp.sum(last * (1 - top1), 1), jnp.sum(top1 * (1 - last), 1)], 1)
+  return jnp.concatenate([jax.vmap(one)(probs), paired], 1).astype(jnp.int32)
 
 
 class ErrorTally:
@@ -92,7 +100,7 @@ class ErrorTally:
   and how many of them had non-finite outputs (counted wrong)."""
 
   def __init__(self, num_rows: int, num_classes: int, chunk: int = 256):
-    self.correct = np.zeros((num_rows, len(TOP_K) + 1), np.int64)
+    self.correct = np.zeros((num_rows, len(TOP_K) + 3), np.int64)
     self.count = 0
     self.chunk, self.num_classes = chunk, num_classes
     self._probs: List[np.ndarray] = []
@@ -122,8 +130,7 @@ class ErrorTally:
                                                 mask.astype(np.float32)))
       self.count += n
 
-  def totals(self) -> Tuple[np.ndarray, np.ndarray, int]:
-    """(top-k correct counts [rows, len(TOP_K)], non-finite counts [rows], examples)."""
+  def _gathered(self) -> Tuple[np.ndarray, int]:
     self._flush()
     correct, count = self.correct, self.count
     if jax.process_count() > 1:
@@ -132,7 +139,28 @@ class ErrorTally:
           np.concatenate([correct.ravel(), [count]]).astype(np.int64))
       total = np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)
       correct, count = total[:-1].reshape(correct.shape), int(total[-1])
-    return correct[:, :-1], correct[:, -1], count
+    return correct, count
+
+  def totals(self) -> Tuple[np.ndarray, np.ndarray, int]:
+    """(top-k correct counts [rows, len(TOP_K)], non-finite counts [rows], examples)."""
+    correct, count = self._gathered()
+    n = len(TOP_K)
+    return correct[:, :n], correct[:, n], count
+
+  def disagreements(self) -> np.ndarray:
+    """[rows, 2]: per row, the examples the last row (the ensemble) gets right at top-1
+    and this row wrong, and those this row gets right and the last row wrong."""
+    return self._gathered()[0][:, len(TOP_K) + 1:]
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+  """McNemar's exact test (two-sided): the chance, if A and B were equally accurate,
+  of a split of their disagreements at least this uneven (binomial, p = 1/2)."""
+  n = only_a + only_b
+  if n == 0:
+    return 1.0
+  from scipy import stats
+  return float(stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
 
 
 def average_members(member_means: np.ndarray) -> np.ndarray:
@@ -243,6 +271,12 @@ def evaluate(predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]],
                  "models": len(names) if name == ENSEMBLE else 1,
                  **{f"top{k}_error": 100.0 * (1 - int(ck) / count) for k, ck in zip(TOP_K, c)},
                  "examples": count, "nonfinite": int(bad)})
+  if len(names) > 1:
+    best = int(np.argmax(correct[:len(names), 0]))  # the first of equally good members
+    only_ensemble, only_member = (int(v) for v in tally.disagreements()[best])
+    rows[-1]["against_best_member"] = {
+        "member": names[best], "only_ensemble_right": only_ensemble,
+        "only_member_right": only_member, "p_value": mcnemar_p(only_ensemble, only_member)}
   return {"crops": crops, "rows": rows, "seconds": seconds,
           "crops_per_second": count * crops / max(seconds, 1e-9)}
 
@@ -283,6 +317,15 @@ def format_table(rows: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
+def against_best_member_line(row: dict) -> str:
+  """One sentence on an ensemble row's paired comparison with its best member."""
+  b = row["against_best_member"]
+  return (f"{row['crops']} crop(s): the ensemble of {row['models']} against its best member, "
+          f"{b['member']} (top-1, the same {row['examples']:,} examples): right on "
+          f"{b['only_ensemble_right']:,} that it gets wrong, wrong on {b['only_member_right']:,} "
+          f"that it gets right; McNemar's exact test p = {b['p_value']:.3g}.")
+
+
 def write_report(output_dir: str, report: dict) -> None:
   if jax.process_index() > 0:
     return
@@ -302,5 +345,7 @@ def write_report(output_dir: str, report: dict) -> None:
   for res in report["results"]:
     lines.append(f"{res['crops']} crop(s): {res['seconds']:.1f} s "
                  f"({res['crops_per_second']:.0f} crops/s).")
+  lines += [""] + [against_best_member_line(r) for res in report["results"]
+                   for r in res["rows"] if "against_best_member" in r]
   with open(os.path.join(output_dir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 import dataclasses
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -278,6 +279,47 @@ def test_members_are_averaged_as_probabilities_not_logits():
   rows = _evaluate(members, images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
   errors = {r["model"]: r["top1_error"] for r in rows}
   assert errors == {"A": 100.0, "B": 0.0, "C": 0.0, "ensemble": 0.0}
+
+
+def test_mcnemar_p_by_hand():
+  assert evaluate.mcnemar_p(0, 5) == pytest.approx(2 / 32)       # 2 * P(X <= 0), X ~ B(5, 1/2)
+  assert evaluate.mcnemar_p(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
+  assert evaluate.mcnemar_p(3, 3) == evaluate.mcnemar_p(0, 0) == 1.0
+
+
+def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():
+  """Against numpy: each network's top-1 right/wrong per example, the best member, the
+  two disagreement counts, and the exact binomial tail summed by hand."""
+  n, classes = 200, 3
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, classes, n)
+  tables = [rng.normal(0, 1, (n, classes)) + 1.5 * q * np.eye(classes)[labels]
+            for q in (0.6, 1.0, 0.3)]  # the second member is the most often right
+  # Example i is a constant image of value i: a member looks its logits up by it.
+  images = multicrop.ArrayImageSet(np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
+                                                   (n, 4, 4, 1)).copy(), labels, "indexed")
+  members = [_member(f"m{j}", lambda x, t=jnp.asarray(t, jnp.float32):
+                     t[jnp.round(x[:, 0, 0, 0]).astype(jnp.int32)], classes)
+             for j, t in enumerate(tables)]
+  rows = _evaluate(members, images, 1, evaluate.Geometry(4), batch_size=16)["rows"]
+
+  softmax = lambda t: np.exp(t) / np.exp(t).sum(1, keepdims=True)
+  right = [np.argmax(softmax(t), 1) == labels for t in tables]
+  ensemble = np.argmax(np.mean([softmax(t) for t in tables], 0), 1) == labels
+  best = int(np.argmax([r.sum() for r in right]))
+  only_ens, only_best = int((ensemble & ~right[best]).sum()), int((right[best] & ~ensemble).sum())
+  k, m = min(only_ens, only_best), only_ens + only_best
+  p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m)
+  assert 0 < m and 0 < p < 1  # the setup is what the comparison is about
+
+  assert [r["model"] for r in rows] == ["m0", "m1", "m2", "ensemble"]
+  assert all("against_best_member" not in r for r in rows[:3])
+  got = rows[-1]["against_best_member"]
+  assert got == {"member": f"m{best}", "only_ensemble_right": only_ens,
+                 "only_member_right": only_best, "p_value": pytest.approx(p)}
+  assert rows[-1]["top1_error"] == pytest.approx(100 * (1 - ensemble.mean()))
+  line = evaluate.against_best_member_line(rows[-1])
+  assert f"best member, m{best}" in line and f"right on {only_ens} " in line
 
 
 def test_crops_are_averaged_as_probabilities_not_logits():
