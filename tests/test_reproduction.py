@@ -81,6 +81,9 @@ def test_twin_ensemble_is_the_paper_ensemble_on_the_twin():
     assert differing(c, bn_x30) == set(paper_ensemble.MEMBERS[name]) | {
         "train.eval_every", "train.eval_at_start"}
     assert c["train.eval_every"] == c["train.num_steps"]
+  milder = resolved("configs/sweeps/twin_ensemble.py:2500")
+  assert {c["train.num_steps"] for c in milder.values()} == {2400}
+  assert all(c["train.eval_every"] == 2400 for c in milder.values())
 
 
 def test_twin_seeds_members():
@@ -259,3 +262,7 @@ def test_twin_seeds_runs(tmp_path):
   w = run_short(tmp_path, "twin_seeds", "10677")
   r = report.build(str(w), 0.5)
   assert len(r.seed_groups) == 5 and all(len(g.members) == 3 for g in r.seed_groups)
+  r = report.build(str(w), "inception")  # the documented command's target
+  (inception,) = [g for g in r.seed_groups if g.label == "inception"]
+  assert r.target == max(a for _, a in inception.mean_curve)
+  assert inception.mean_steps_to_target == 3

@@ -10,7 +10,9 @@ members are those of configs/sweeps/paper_ensemble.py (the same modifications, o
 line each: initial weights x1.5, dropout 5% / 10%, per-activation BN in the last
 Inception module, and two combinations), each on the twin's BN-x30
 (configs/mnist_lr_acceleration.py:bn_x30: reduced BN-Inception on MNIST, 562 steps,
-evaluated during training only at the end).
+evaluated during training only at the end). The argument is the time compression,
+as in twin_seeds.py: `twin_ensemble.py:2500` trains each member 2,400 steps (1.3
+MNIST epochs) instead of 562 (0.3 epochs), nearer the paper's fully trained members.
 They are evaluated alone and as an ensemble (softmax probabilities averaged) on the
 held-out split, all 10,000 MNIST test digits, which no member trained on, with one
 crop. Top-1 error is the number to read (with 10 classes top-5 is nearly always
@@ -21,12 +23,13 @@ has no counterpart here (ImageNet objects stay objects mirrored).
 """
 
 from bn_inception.sweep import Member
+from configs import mnist_lr_acceleration as twin
 from configs.sweeps.paper_ensemble import MEMBERS
 
 
-FINAL_EVAL_ONLY = {"train.eval_every": 562, "train.eval_at_start": False}
-
-
-def get_sweep():
-  return [Member(name, "configs/mnist_lr_acceleration.py:bn_x30", {**changes, **FINAL_EVAL_ONLY})
+def get_sweep(time_scale: str = str(twin.TIME_SCALE)):
+  config = f"configs/mnist_lr_acceleration.py:bn_x30,{time_scale}"
+  num_steps = twin.get_config(f"bn_x30,{time_scale}").train.num_steps
+  final_eval_only = {"train.eval_every": num_steps, "train.eval_at_start": False}
+  return [Member(name, config, {**changes, **final_eval_only})
           for name, changes in MEMBERS.items()]
