@@ -41,11 +41,10 @@ from bn_inception import schema
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
-# Fields a resumed run may change without becoming a different run.
-RESUMABLE_FIELDS = (
-    "train.num_steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.eval_batch_size", "train.eval_at_start",
-    "data.data_dir", "data.download_if_missing", "distributed",
+# Fields a resumed run may change without becoming a different run: those that do
+# not change what it computes, and how long it runs and how often it is evaluated.
+RESUMABLE_FIELDS = schema.NON_RESULT_FIELDS + (
+    "train.num_steps", "train.eval_every", "train.eval_at_start",
     # Only what happens at a non-finite step, not the run itself: switching to 'skip'
     # after a 'stop' is how such a run goes on.
     "train.nonfinite_policy",

@@ -24,6 +24,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from bn_inception.metrics import read_jsonl
+from bn_inception.schema import NON_RESULT_FIELDS
 
 METRIC = "eval/accuracy"
 SEED_FIELD = "seed"
@@ -217,9 +218,11 @@ def member_configs(runs: Sequence[Tuple[str, str]]) -> Dict[str, Dict[str, Any]]
 def varying_fields(configs: Dict[str, Dict[str, Any]]) -> List[str]:
   """The fields whose values differ between the (flat) configs, sorted. A field that
   some configs lack (added to or dropped from the code between runs) does not count,
-  as it does not make a resumed run another run (checkpoint.config_difference)."""
+  as it does not make a resumed run another run (checkpoint.config_difference), nor
+  does one that does not change what a run computes (schema.NON_RESULT_FIELDS: e.g.
+  data.data_dir spelled out by one member and left to the default by another)."""
   keys = set.intersection(*(set(c) for c in configs.values())) if configs else set()
-  return sorted(k for k in keys
+  return sorted(k for k in keys - set(NON_RESULT_FIELDS)
                 if len({json.dumps(c[k], sort_keys=True) for c in configs.values()}) > 1)
 
 
@@ -238,7 +241,8 @@ def seed_groups(curves: Dict[str, List[Tuple[int, float]]],
   groups: Dict[str, List[str]] = {}
   for name, curve in curves.items():
     if curve and configs.get(name):
-      groups.setdefault(_without(configs[name], (SEED_FIELD,)), []).append(name)
+      groups.setdefault(_without(configs[name], (SEED_FIELD, *NON_RESULT_FIELDS)),
+                        []).append(name)
   return {_seed_label(names[0]): names for names in groups.values() if len(names) > 1}
 
 

@@ -26,6 +26,14 @@ ConfigDict = ml_collections.ConfigDict
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA_ENV_VAR = "BN_INCEPTION_DATA"
 
+# Fields that do not change what a run computes: where it finds its data, how its
+# processes start, and how often it logs and saves (resumes are bit-equal). Two runs
+# differing only in these are the same run (checkpoint.RESUMABLE_FIELDS, report.py).
+NON_RESULT_FIELDS = (
+    "data.data_dir", "data.download_if_missing", "distributed", "train.log_every",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
+)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

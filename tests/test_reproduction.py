@@ -130,6 +130,12 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
   saved = json.loads((w / "no_bn-lr1-seed0" / "config.json").read_text())
   saved["train"]["inject_nonfinite_at_step"] = -1
   (w / "no_bn-lr1-seed0" / "config.json").write_text(json.dumps(saved))
+  # Nor does a field that does not change what a run computes: one seed spelled out
+  # where its data is and saved less often (an older code path did; the default is '').
+  saved = json.loads((w / "bn-lr0.1-seed1" / "config.json").read_text())
+  saved["data"]["data_dir"] = "/elsewhere/mnist"
+  saved["train"]["checkpoint_every"] = 7
+  (w / "bn-lr0.1-seed1" / "config.json").write_text(json.dumps(saved))
   r = report.build(str(w), 0.93, x="optim.learning_rate")
 
   (group,) = r.seed_groups  # the only setting run with more than one seed
