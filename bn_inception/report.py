@@ -349,15 +349,24 @@ def _seed_lines(report: Report) -> List[str]:
     cells = [g.label, str(len(g.members)), _fmt_spread(g.max_accuracy),
              _fmt_spread(g.final_accuracy), _fmt_spread(g.steps_to_target, percent=False),
              f"{g.reached}/{len(g.members)}", _fmt_steps(g.mean_steps_to_target)]
-    if ref is not None:
-      ok = g.mean_steps_to_target and ref.mean_steps_to_target
-      cells.append(f"{ref.mean_steps_to_target / g.mean_steps_to_target:.1f}x" if ok else "–")
-    if report.paper:
-      p = PAPER_FIGURE3.get(paper_key(g.label) or "")
-      cells += ([_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p
-                else ["", ""])
+    cells += _ratio_and_paper_cells(g.label, g.mean_steps_to_target,
+                                    ref and ref.mean_steps_to_target, ref is not None,
+                                    report.paper)
     lines.append("| " + " | ".join(cells) + " |")
   return lines
+
+
+def _ratio_and_paper_cells(name: str, steps: Optional[int], ref_steps: Optional[int],
+                           with_ratio: bool, paper: bool) -> List[str]:
+  """'2.2x' fewer steps than the reference (when there is one), then the paper's
+  Figure 3 steps and maximum for the network `name` stands for (when asked)."""
+  cells = []
+  if with_ratio:
+    cells.append(f"{ref_steps / steps:.1f}x" if steps and ref_steps else "–")
+  if paper:
+    p = PAPER_FIGURE3.get(paper_key(name) or "")
+    cells += [_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p else ["", ""]
+  return cells
 
 
 def _x_lines(report: Report) -> List[str]:
@@ -396,13 +405,8 @@ def markdown(report: Report) -> str:
     cells = [s.name, _fmt_steps(s.steps_to_target), _fmt_acc(s.max_accuracy),
              f"{s.max_step:,}", _fmt_acc(s.final_accuracy), f"{s.final_step:,}",
              "–" if s.steps_per_sec is None else f"{s.steps_per_sec:.1f}"]
-    if ref is not None:
-      ok = s.steps_to_target and ref.steps_to_target
-      cells.append(f"{ref.steps_to_target / s.steps_to_target:.1f}x" if ok else "–")
-    if report.paper:
-      p = PAPER_FIGURE3.get(paper_key(s.name) or "")
-      cells += ([_fmt_steps(p["steps_to_target"]), _fmt_acc(p["max_accuracy"])] if p
-                else ["", ""])
+    cells += _ratio_and_paper_cells(s.name, s.steps_to_target, ref and ref.steps_to_target,
+                                    ref is not None, report.paper)
     lines.append("| " + " | ".join(cells) + " |")
   if report.seed_groups:
     lines += _seed_lines(report)

@@ -321,7 +321,7 @@ def test_report_target_is_a_members_maximum(hand_made):
   assert s["bn_x5"].steps_to_target == 300
   assert s["inception"].steps_to_target is None
   assert "fewer steps than bn_x5" in report.markdown(r)
-  with pytest.raises(ValueError, match="neither a number nor a member"):
+  with pytest.raises(ValueError, match="neither a number, a member nor a seed group"):
     report.build(str(hand_made), "bn_x99")
   with pytest.raises(ValueError, match="in \\[0, 1\\]"):
     report.build(str(hand_made), 72.2)
