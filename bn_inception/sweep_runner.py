@@ -364,6 +364,9 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
       print(shell_line(command(r, workdir, python)), file=out)
     return []
   resolved = prepare(spec, workdir, only, as_commands=not inprocess)
+  # Imported now, not when the first member ends: code edited (or pulled) while a
+  # member trains must not meet the modules this process already holds.
+  from bn_inception import report
 
   outcomes: List[Outcome] = []
   child_workdir = _workdir_for_children(workdir)
@@ -402,19 +405,17 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
         outcome = Outcome(r.name, "failed", step, seconds,
                           error or f"exit status {rc}; see {run_dir}/{LOG_FILE}")
       print(f"[sweep] {who}: {outcome.status} at step {outcome.step} "
-            f"({progress.format_duration(seconds)}){_accuracy_note(run_dir)}"
+            f"({progress.format_duration(seconds)}){_accuracy_note(report, run_dir)}"
             f"{': ' + outcome.error if outcome.error else ''}", file=out, flush=True)
       outcomes.append(outcome)
   print(summary(outcomes), file=out, flush=True)
   if "://" not in workdir:  # TensorBoard's HParams dashboard compares the members
-    from bn_inception import report
     report.write_hparams(workdir)
   return outcomes
 
 
-def _accuracy_note(run_dir: str) -> str:
+def _accuracy_note(report, run_dir: str) -> str:
   """', eval/accuracy 0.9291 (max 0.9300 @1,500)' from a member's metrics.jsonl."""
-  from bn_inception import report
   s = report.summarize(os.path.basename(run_dir), report.read_rows(run_dir), 1.0)
   if s.final_accuracy is None:
     return ""
