@@ -14,7 +14,8 @@ from bn_inception.sweep_runner import load_sweep, resolve
 from configs import bn_x30
 from configs.sweeps import paper_ensemble
 
-DOCUMENTED = {"model.init_scale", "model.dropout_rate", "model.per_activation_bn_last"}
+# The paper's modifications, and each member's own seed (separately trained networks).
+DOCUMENTED = {"seed", "model.init_scale", "model.dropout_rate", "model.per_activation_bn_last"}
 
 
 def flat(config):
@@ -38,6 +39,8 @@ def test_members_differ_from_bn_x30_exactly_in_documented_fields(variant):
     seen |= set(paper_ensemble.MEMBERS[member.name])
     assert 0 < config["model.dropout_rate"] <= 0.1 or config["model.dropout_rate"] == 0
   assert seen == DOCUMENTED  # every modification of the paper is used
+  seeds = [flat(resolve(m).config)["seed"] for m in members]
+  assert len(set(seeds)) == len(members) and reference["seed"] not in seeds
 
 
 def twin_bn_x30():

@@ -22,13 +22,19 @@ both commands run end to end in a few minutes (tests/test_paper_ensemble.py).
 
 from bn_inception.sweep import Member
 
+# Each member also has a seed of its own: six separately trained networks start from
+# different random weights and see the examples in different orders. With one shared
+# seed, x30_init and x30_init_drop5 would start from the same weights, and all six
+# would see the same sequence of batches: far more alike than six separate networks,
+# so their ensemble would gain less than the paper's.
 MEMBERS = {  # name: how the member differs from BN-x30
-    "x30_init":         {"model.init_scale": 1.5},
-    "x30_drop5":        {"model.dropout_rate": 0.05},
-    "x30_drop10":       {"model.dropout_rate": 0.10},
-    "x30_pabn":         {"model.per_activation_bn_last": True},
-    "x30_init_drop5":   {"model.init_scale": 1.5, "model.dropout_rate": 0.05},
-    "x30_pabn_drop10":  {"model.per_activation_bn_last": True, "model.dropout_rate": 0.10},
+    "x30_init":         {"seed": 1, "model.init_scale": 1.5},
+    "x30_drop5":        {"seed": 2, "model.dropout_rate": 0.05},
+    "x30_drop10":       {"seed": 3, "model.dropout_rate": 0.10},
+    "x30_pabn":         {"seed": 4, "model.per_activation_bn_last": True},
+    "x30_init_drop5":   {"seed": 5, "model.init_scale": 1.5, "model.dropout_rate": 0.05},
+    "x30_pabn_drop10":  {"seed": 6, "model.per_activation_bn_last": True,
+                         "model.dropout_rate": 0.10},
 }
 
 # Each member: one 8-GPU node, 32 examples per replica (Sec. 4.2) -- a global batch of

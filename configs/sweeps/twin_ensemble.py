@@ -8,7 +8,7 @@ The paper's claim: an ensemble of six BN-x30 variants beats its best member (4.9
 top-5 validation error against 5.82% for the best single network, 144 crops). The six
 members are those of configs/sweeps/paper_ensemble.py (the same modifications, one
 line each: initial weights x1.5, dropout 5% / 10%, per-activation BN in the last
-Inception module, and two combinations), each on the twin's BN-x30
+Inception module, and two combinations; each member its own seed), each on the twin's BN-x30
 (configs/mnist_lr_acceleration.py:bn_x30: reduced BN-Inception on MNIST, 562 steps,
 evaluated during training only at the end). The argument is the time compression,
 as in twin_seeds.py: `twin_ensemble.py:2500` trains each member 2,400 steps (1.3
