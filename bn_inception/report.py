@@ -441,7 +441,8 @@ def to_json(report: Report) -> dict:
   return out
 
 
-def plot(report: Report, path: str, log_steps: bool = False) -> None:
+def plot(report: Report, path: str, log_steps: bool = False,
+         ymin: Optional[float] = None) -> None:
   """All members' accuracy against steps on one plot, with the target as a line."""
   import matplotlib
   matplotlib.use("Agg")
@@ -470,10 +471,13 @@ def plot(report: Report, path: str, log_steps: bool = False) -> None:
              label=f"target {100 * report.target:.1f}%")
   if log_steps:
     ax.set_xscale("log")
+  if ymin is not None:  # e.g. 0.95: the top of the curves, where the runs differ
+    top = max([ymin] + [a for c in report.curves.values() for _, a in c])
+    ax.set_ylim(ymin, top + 0.05 * (top - ymin) + 1e-3)
   ax.set(xlabel="training steps" + (" (log scale)" if log_steps else ""),
          ylabel=report.metric, title="Accuracy vs. training steps (cf. the paper's Figure 2)")
   ax.grid(True, alpha=0.3)
-  ax.legend(loc="lower right")
+  ax.legend(loc="lower right" if ymin is None else "best", fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -508,8 +512,8 @@ def plot_by_x(report: Report, path: str, log_x: bool = False) -> None:
   plt.close(fig)
 
 
-def write(report: Report, log_steps: bool = False,
-          log_x: bool = False) -> Tuple[str, ...]:
+def write(report: Report, log_steps: bool = False, log_x: bool = False,
+          ymin: Optional[float] = None) -> Tuple[str, ...]:
   """report.md, report.json, accuracy_vs_steps.png (and accuracy_vs_<x>.png) in the
   sweep's workdir."""
   md = os.path.join(report.workdir, "report.md")
@@ -520,7 +524,7 @@ def write(report: Report, log_steps: bool = False,
   with open(js, "w") as f:
     json.dump(to_json(report), f, indent=2)
     f.write("\n")
-  plot(report, png, log_steps)
+  plot(report, png, log_steps, ymin)
   write_hparams(report.workdir, report.metric)
   if not report.x:
     return md, js, png

@@ -29,13 +29,15 @@ _PAPER = flags.DEFINE_bool("paper", False, "Show the paper's Figure 3 numbers to
 _X = flags.DEFINE_string("x", None, "A config field (e.g. optim.learning_rate): plot final "
                          "accuracy against it.")
 _LOG_X = flags.DEFINE_bool("log_x", False, "Log-scale x axis on the --x plot.")
+_YMIN = flags.DEFINE_float("ymin", None, "Lower limit of the accuracy axis of "
+                           "accuracy_vs_steps.png (e.g. 0.95: the top, where runs differ).")
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
   from bn_inception import report
   r = report.build(_WORKDIR.value, _TARGET.value, _METRIC.value, _PAPER.value, x=_X.value)
-  paths = report.write(r, log_steps=_LOG_STEPS.value, log_x=_LOG_X.value)
+  paths = report.write(r, log_steps=_LOG_STEPS.value, log_x=_LOG_X.value, ymin=_YMIN.value)
   print(report.markdown(r))
   print("wrote " + ", ".join(paths))
 
