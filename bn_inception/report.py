@@ -56,8 +56,9 @@ PAPER_FIGURE3 = {
 
 
 def paper_key(name: str) -> Optional[str]:
-  """The Figure 3 row a member stands for ('BN-x5', 'bn_x5' -> 'bn_x5'), if any."""
-  key = name.lower().replace("-", "_")
+  """The Figure 3 row a member or seed group stands for ('BN-x5', 'bn_x5',
+  'bn_x5-seed2' -> 'bn_x5'), if any."""
+  key = _seed_label(name).lower().replace("-", "_")
   return key if key in PAPER_FIGURE3 else None
 
 

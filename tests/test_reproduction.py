@@ -185,6 +185,9 @@ def test_report_target_of_a_seed_group_is_the_maximum_of_its_mean_curve(tmp_path
   assert os.path.getsize(report.write(r, ymin=0.5)[2]) > 5000  # two mean curves, shaded
   with pytest.raises(ValueError, match="seed groups: fast, slow"):
     report.build(str(w), "medium")
+  # --paper rows: a seed's member stands for the paper's network of its setting
+  assert [report.paper_key(n) for n in ("bn_x5-seed2", "BN-x30", "slow-seed0")] == \
+      ["bn_x5", "bn_x30", None]
 
 
 def test_report_x_must_be_a_number(tmp_path):
