@@ -469,7 +469,7 @@ def plot(report: Report, path: str, log_steps: bool = False,
       steps, accs = zip(*points)
       ax.plot(steps, accs, marker=".", label=name)
   ax.axhline(report.target, color="gray", ls="--", lw=1,
-             label=f"target {100 * report.target:.1f}%")
+             label=f"target {100 * report.target:.2f}%")
   if log_steps:
     ax.set_xscale("log")
   if ymin is not None:  # e.g. 0.95: the top of the curves, where the runs differ
