@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -86,13 +86,14 @@ def _topk_counts(probs, labels, mask):
   masked examples; the count of those whose probabilities are not all finite; the
   count the LAST row (the ensemble) gets right at top-1 and this row wrong; and the
   count this row gets right and the last row wrong."""
-  def one(p):
-    return jnp.stack([jnp.sum(metrics_lib.topk_correct(p, labels, k) * mask) for k in TOP_K]
-                     + [jnp.sum(metrics_lib.nonfinite_rows(p) * mask)])
-  top1 = jax.vmap(lambda p: metrics_lib.topk_correct(p, labels, 1))(probs) * mask
+  right = {k: jax.vmap(lambda p, k=k: metrics_lib.topk_correct(p, labels, k))(probs) * mask
+           for k in TOP_K}
+  nonfinite = jax.vmap(metrics_lib.nonfinite_rows)(probs) * mask
+  top1 = right[1]
   last = top1[-1]
-  paired = jnp.stack([jnp.sum(last * (1 - top1), 1), jnp.sum(top1 * (1 - last), 1)], 1)
-  return jnp.concatenate([jax.vmap(one)(probs), paired], 1).astype(jnp.int32)
+  columns = ([right[k].sum(1) for k in TOP_K]
+             + [nonfinite.sum(1), (last * (1 - top1)).sum(1), (top1 * (1 - last)).sum(1)])
+  return jnp.stack(columns, 1).astype(jnp.int32)
 
 
 class ErrorTally:
@@ -103,6 +104,7 @@ class ErrorTally:
     self.correct = np.zeros((num_rows, len(TOP_K) + 3), np.int64)
     self.count = 0
     self.chunk, self.num_classes = chunk, num_classes
+    self._total: Optional[Tuple[np.ndarray, int]] = None  # _gathered's, until more arrive
     self._probs: List[np.ndarray] = []
     self._labels: List[np.ndarray] = []
     self._count_fn = jax.jit(_topk_counts)
@@ -120,6 +122,7 @@ class ErrorTally:
       return
     probs, labels = np.concatenate(self._probs, 1), np.concatenate(self._labels)
     self._probs, self._labels = [], []
+    self._total = None
     for start in range(0, len(labels), self.chunk):
       p, l = probs[:, start:start + self.chunk], labels[start:start + self.chunk]
       n = len(l)
@@ -131,7 +134,10 @@ class ErrorTally:
       self.count += n
 
   def _gathered(self) -> Tuple[np.ndarray, int]:
+    """The counts over every process's examples (one all-gather per new data)."""
     self._flush()
+    if self._total is not None:
+      return self._total
     correct, count = self.correct, self.count
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
@@ -139,7 +145,8 @@ class ErrorTally:
           np.concatenate([correct.ravel(), [count]]).astype(np.int64))
       total = np.asarray(gathered).reshape(jax.process_count(), -1).sum(0)
       correct, count = total[:-1].reshape(correct.shape), int(total[-1])
-    return correct, count
+    self._total = correct, count
+    return self._total
 
   def totals(self) -> Tuple[np.ndarray, np.ndarray, int]:
     """(top-k correct counts [rows, len(TOP_K)], non-finite counts [rows], examples)."""
