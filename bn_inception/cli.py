@@ -7,8 +7,7 @@ import os
 import sys
 
 from bn_inception import progress
-from bn_inception import signals
-from bn_inception.signals import Stopped, StopSignals
+from bn_inception.signals import Stopped, StopSignals, interrupted_by
 
 USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
 DISK_FULL_EXIT = 3   # no space left on the device (docs/reliability.md)
@@ -111,8 +110,9 @@ def run_main(fn, *args, **kwargs):
   try:
     return fn(*args, **kwargs)
   except Exception as e:
-    if signals.interrupted_by() is not None:  # a start-up stop, disguised by native code
-      raise Stopped(signals.interrupted_by()) from e
+    stopped_by = interrupted_by()
+    if stopped_by is not None:  # a start-up stop, disguised by native code
+      raise Stopped(stopped_by) from e
     if os.environ.get("BN_INCEPTION_DEBUG"):
       raise
     if disk_full(e):

@@ -9,8 +9,9 @@ Preemption and time limits. A job asks SLURM for a notice (submitit's `--signal=
 `signal_delay_s` before its time limit; `scancel --signal=USR2` sends the same notice. The
 trainer never sees USR2 (it starts with USR2 ignored): `CommandJob` passes the notice on as
 the trainer's own stop signal, SIGTERM, on which it finishes its step, checkpoints and exits
-(signals.StopSignals in the training loop). On task 0 submitit then calls `CommandJob.checkpoint()`, which waits for
-that exit and hands submitit a fresh copy of the job; submitit requeues it (`scontrol requeue`)
+(signals.StopSignals in the training loop). On task 0 submitit then calls
+`CommandJob.checkpoint()`, which waits for that exit and hands submitit a fresh copy of the
+job; submitit requeues it (`scontrol requeue`)
 and the requeued job reruns the same command, which resumes from the checkpoint. A SIGTERM
 from SLURM itself (preemption with PreemptMode=REQUEUE, `scontrol requeue`, `scancel`, the
 time limit) also reaches the trainer, which checkpoints; SLURM then requeues or ends the job
