@@ -83,6 +83,17 @@ def eval_curve(rows: Dict[int, dict], metric: str = METRIC) -> List[Tuple[int, f
   return [(step, float(r[metric])) for step, r in sorted(rows.items()) if metric in r]
 
 
+def first_step_at(curve: List[Tuple[int, float]], target: float) -> Optional[int]:
+  """The first evaluated step at or above `target` (None: not reached)."""
+  return next((s for s, a in curve if a + TOLERANCE >= target), None)
+
+
+def maximum(curve: List[Tuple[int, float]]) -> Tuple[int, float]:
+  """(the first step at the maximum, the maximum) of a non-empty curve."""
+  best = max(a for _, a in curve)
+  return next(s for s, a in curve if a == best), best
+
+
 def summarize(name: str, rows: Dict[int, dict], target: float,
               metric: str = METRIC) -> MemberSummary:
   """Steps to `target`, maximum and its step, final value and speed from metrics rows."""
@@ -91,9 +102,8 @@ def summarize(name: str, rows: Dict[int, dict], target: float,
   speed = statistics.median(speeds) if speeds else None
   if not curve:
     return MemberSummary(name, None, None, None, None, None, speed, 0)
-  reached = next((s for s, a in curve if a + TOLERANCE >= target), None)
-  best = max(a for _, a in curve)
-  best_step = next(s for s, a in curve if a == best)
+  reached = first_step_at(curve, target)
+  best_step, best = maximum(curve)
   final_step, final = curve[-1]
   return MemberSummary(name, reached, best, best_step, final, final_step, speed, len(curve))
 
@@ -147,8 +157,7 @@ def resolve_target(target: Union[str, float], curves: Dict[str, List[Tuple[int, 
                        + (f"; seed groups: {', '.join(groups)}" if groups else "") + ").") from None
     if not curve:
       raise ValueError(f"--target={target}: no {metric} values yet.")
-    best = max(a for _, a in curve)
-    best_step = next(s for s, a in curve if a == best)
+    best_step, best = maximum(curve)
     return best, f"the maximum {what} ({best:.4f}, at step {best_step:,})"
   if not 0.0 <= value <= 1.0:
     raise ValueError(f"--target={value} must be an accuracy in [0, 1], a member name or a "
@@ -259,7 +268,7 @@ def group_stats(groups: Dict[str, List[str]], summaries: Sequence[MemberSummary]
         label, names, Spread.of([m.max_accuracy for m in members]),
         Spread.of([m.final_accuracy for m in members]),
         Spread.of(reached) if reached else None, len(reached), mean,
-        next((s for s, a in mean if a + TOLERANCE >= target), None)))
+        first_step_at(mean, target)))
   return out
 
 
