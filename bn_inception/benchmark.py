@@ -165,7 +165,7 @@ def benchmark_input(config, num_batches: int = 20, warmup: int = 2) -> Dict:
 
 
 def input_verdict(result: Dict) -> Dict:
-  """The input pipeline's bar: at least 2x the train step's rate (README, Performance).
+  """The input pipeline's bar: at least 2x the train step's rate (docs/performance.md).
   `input_cpus_for_2x` projects, from the per-CPU rate (decoding scales with
   cores), how many host CPUs would deliver that."""
   ratio = result["input_images_per_s"] / result["train_images_per_s"]

@@ -458,7 +458,7 @@ def define_flags() -> None:
   except overrides.OverrideError:  # cli.parse_flags reports it, in one line
     argv = argv[:1]               # (config_flags would raise here, with a traceback)
   flags.DEFINE_enum("launcher", "local", LAUNCHERS, "local: run here; slurm: submit as "
-                    "SLURM job(s) and return at once (needs sbatch; see README).")
+                    "SLURM job(s) and return at once (needs sbatch; see docs/cluster.md).")
   config_flags.DEFINE_config_dict("slurm", slurm_config(), "What each SLURM job asks for "
                                   "(--launcher=slurm), e.g. --slurm.gpus_per_node=8 "
                                   "--slurm.partition=gpu; fields: bn_inception/launch.py "

@@ -155,7 +155,7 @@ def _inception_unit_fields(m: ConfigDict) -> ConfigDict:
   m.init_scale = 1.0               # multiplies every initial weight (Sec. 4.2.3 ensemble)
   # per-activation BN in the last Inception module (Sec. 4.2.3 ensemble): 5b; mini: 4a
   m.per_activation_bn_last = False
-  # TF-slim's inception_v2 is bn_scale=False, first_conv_bn=False (README, "Reference weights").
+  # TF-slim's inception_v2 is bn_scale=False, first_conv_bn=False (docs/reference-weights.md).
   m.bn_scale = True                # gamma in every BN (Alg. 1); False: beta only (TF-slim)
   m.first_conv_bn = True           # BN after conv1 (Sec. 3.2); False: conv1 has a bias, no BN
   #                                  and no L2 weight decay (TF-slim's Conv2d_1a_7x7)

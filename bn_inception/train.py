@@ -380,7 +380,7 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
 
 
 # ----------------------------------------------------------------------------
-# Fine-tuning: config.train.init_from (README, "Reference weights").
+# Fine-tuning: config.train.init_from (docs/reference-weights.md).
 
 CLASSIFIER = "logits"  # every model's classifier; re-initialised when num_classes differs
 

@@ -30,7 +30,7 @@ own examples. Only scale changes:
   The argument `<run>,<time scale>` (e.g. `bn_x5,2500`) compresses time less: at 2,500
   the accelerated nets run 2,400 steps (1.3 MNIST epochs, decay every 21 steps),
   Inception 12,400; at the default they see only 0.3 epochs before their learning
-  rate has decayed away, and stop below Inception's maximum (README;
+  rate has decayed away, and stop below Inception's maximum (docs/sweeps.md;
   configs/sweeps/twin_seeds.py runs the milder compression over seeds).
 * BN moving averages: momentum 0.9 (the paper's 0.9997 would not settle in a run
   this short).

@@ -9,7 +9,7 @@ workdir is evaluated by scripts/evaluate.py and fine-tuned with scripts/train.py
 dropped (its class i + 1 is our label i). Into the paper's network (the default)
 conv1's bias is folded into its BN and every gamma is 1; with
 --config.model.bn_scale=False --config.model.first_conv_bn=False (TF-slim's own
-network) the weights are copied as they are. See README, "Reference weights".
+network) the weights are copied as they are. See docs/reference-weights.md.
 """
 
 import os

@@ -13,7 +13,7 @@ kill or a diverged run ends that member only, and every run starts with fresh me
 and compile caches. Exit status: 0 when no member failed, 1 otherwise.
 Then: python scripts/report.py --workdir=<workdir>
 
-On a SLURM cluster (README, "Running on a SLURM cluster"):
+On a SLURM cluster (docs/cluster.md):
 
   python scripts/sweep.py --sweep=configs/sweeps/lr_acceleration.py --workdir=/shared/lr \
       --launcher=slurm [--slurm.partition=gpu ...]   # one job per member; returns at once

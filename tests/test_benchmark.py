@@ -126,7 +126,7 @@ def test_benchmark_times_the_device_augmentation_with_or_without_the_data():
 
 @pytest.mark.slow  # the script itself is covered fast by test_benchmark_script_writes_json
 def test_benchmark_script_without_the_images_still_times_the_bf16_step(tmp_path):
-  """The GPU command of the README on a machine without the JPEGs: step figures
+  """The GPU command of docs/performance.md on a machine without the JPEGs: step figures
   (synthetic batches), the input part reported as not timed, exit 0."""
   out = tmp_path / "b.json"
   proc = subprocess.run(
