@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bn_inception import models, schema
+from bn_inception import config_upgrade, models, schema
 from bn_inception.data import imagenet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,8 +66,8 @@ def test_every_config_is_its_schema_with_values_set():
   """No config adds, drops or retypes a field: each has exactly the fields of the
   schema its data.name and model.name select, of the same types."""
   for label, config in all_configs():
-    want = schema.run_config(schema.DATA_SECTIONS[config.data.name](),
-                             schema.MODEL_SECTIONS[config.model.name]())
+    want = schema.run_config(schema.DATASETS[config.data.name].section(),
+                             schema.MODELS[config.model.name].section())
     got, ref = flat(config.to_dict()), flat(want.to_dict())
     assert set(got) == set(ref), label
     for key, value in got.items():
@@ -78,8 +78,8 @@ def test_every_config_is_its_schema_with_values_set():
 def test_upgrade_of_a_current_config_is_the_same_config():
   for label, config in all_configs():
     saved = json.loads(config.to_json_best_effort())  # what config.json holds
-    assert schema.upgrade(saved).to_dict() == config.to_dict(), label
-    assert schema.upgrade(config).to_dict() == config.to_dict(), label
+    assert config_upgrade.upgrade(saved).to_dict() == config.to_dict(), label
+    assert config_upgrade.upgrade(config).to_dict() == config.to_dict(), label
 
 
 # configs/mnist_fig1.py:bn as the first version (d4ae76f) wrote it: before
@@ -131,10 +131,10 @@ BN_X30_CPU_BEFORE_2D98D72 = json.loads("""{"bn": {"enabled": true, "epsilon": 0.
 
 
 def assert_upgraded(old, added, label):
-  new = schema.upgrade(old)
+  new = config_upgrade.upgrade(old)
   got = flat(new.to_dict())
-  want = flat(schema.run_config(schema.DATA_SECTIONS[old["data"]["name"]](),
-                                schema.MODEL_SECTIONS[old["model"]["name"]]()).to_dict())
+  want = flat(schema.run_config(schema.DATASETS[old["data"]["name"]].section(),
+                                schema.MODELS[old["model"]["name"]].section()).to_dict())
   assert set(want) <= set(got), label                  # the current schema's fields,
   assert set(got) - set(want) <= set(flat(old)), label  # and retired ones only as saved
   for key, value in flat(old).items():                 # every saved value kept
@@ -169,7 +169,7 @@ def test_upgrade_gives_an_old_imagenet_mlp_the_data_image_size():
   old = json.loads(load("imagenet_tiny", None).to_json_best_effort())
   del old["model"]["image_size"], old["model"]["dtype"]
   old["data"]["image_size"] = 40
-  new = schema.upgrade(old)
+  new = config_upgrade.upgrade(old)
   assert new.model.image_size == 40 and new.model.dtype == "float32"
 
 
@@ -177,18 +177,18 @@ def test_upgrade_refuses_what_it_cannot_place_and_keeps_dropped_fields():
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["data"]["name"] = "cifar10"
   with pytest.raises(ValueError, match="data.name='cifar10'"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   del old["model"]["name"]
   with pytest.raises(ValueError, match="model.name=None"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["train"]["num_steps"] = "many"
   with pytest.raises(ValueError, match="train.num_steps='many'"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["train"]["retired_knob"] = 3
-  assert schema.upgrade(old).train.retired_knob == 3
+  assert config_upgrade.upgrade(old).train.retired_knob == 3
 
 
 def test_section_overrides_name_unknown_fields():
