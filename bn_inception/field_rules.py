@@ -17,9 +17,9 @@ from typing import Any, Callable, Optional
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """`ok(value, config)`: whether the field may hold `value`; `allowed` completes
-  the sentence "config.<field>=<value> ..." when it may not."""
-  allowed: str
+  """`ok(value, config)`: whether the field may hold `value`; `allowed` (or
+  `allowed(config)`) completes the sentence "config.<field>=<value> ..." when it may not."""
+  allowed: Any  # str | Callable[[config], str]
   ok: Callable[[Any, Any], bool]
   meaning: str = ""
 
@@ -28,7 +28,8 @@ class Rule:
       return None
     shown = tuple(value) if isinstance(value, (list, tuple)) else value
     meaning = f" ({self.meaning})" if self.meaning else ""
-    return f"config.{path}={shown!r}{self.allowed}{meaning}."
+    allowed = self.allowed(config) if callable(self.allowed) else self.allowed
+    return f"config.{path}={shown!r}{allowed}{meaning}."
 
   def means(self, meaning: str) -> "Rule":
     return dataclasses.replace(self, meaning=meaning)
@@ -116,5 +117,8 @@ def when(applies: Callable[[Any], bool], then: Rule, otherwise: Rule) -> Rule:
                then.meaning, applies, then, otherwise)
 
 
-def custom(allowed: str, ok: Callable[[Any, Any], bool], meaning: str = "") -> Rule:
+def custom(allowed, ok: Callable[[Any, Any], bool], meaning: str = "") -> Rule:
+  """`allowed`: words, or config -> words."""
+  if callable(allowed):
+    return Rule(lambda c: f" {allowed(c)}", ok, meaning)
   return Rule(f" {allowed}", ok, meaning)

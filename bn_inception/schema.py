@@ -318,12 +318,18 @@ def _divides_batch(v, c) -> bool:
   return v >= 1 and c.train.batch_size % v == 0
 
 
+def _batch_divisors(c) -> str:
+  b = c.train.batch_size
+  return (f"must divide train.batch_size={b}; valid: "
+          f"{', '.join(str(d) for d in range(1, b + 1) if b % d == 0)}")
+
+
 BN_RULES = {
     "enabled": FLAG, "unbiased_variance": FLAG,
     "momentum": within(0.0, 1.0), "epsilon": above(0.0),
     "stats_mode": one_of(*STATS_MODES),
     "group_size": when(lambda c: c.bn.stats_mode == "group", custom(
-        "must be a positive divisor of train.batch_size", _divides_batch,
+        _batch_divisors, _divides_batch,
         "stats_mode='group': examples per BN statistic; 32 is the paper's 32 examples per "
         "replica on any device count"), at_least(0)),
 }

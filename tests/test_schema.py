@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bn_inception import config_upgrade, models, schema
-from bn_inception.data import imagenet
+from bn_inception import config_checks, config_upgrade, models, schema
+from bn_inception.data import imagenet_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_RUNS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")
@@ -160,9 +160,9 @@ def test_upgrade_keeps_host_distortion_of_configs_before_distort_on_device():
                         {"data.distort_on_device": False, "train.init_from": "",
                          "model.bn_scale": True, "model.first_conv_bn": True},  # the paper's net
                         "bn_x30:cpu@2d98d72^")
-  assert not imagenet.distorts_on_device(new.data)
+  assert not imagenet_pipeline.distorts_on_device(new.data)
   # The same config written now distorts on the device.
-  assert imagenet.distorts_on_device(load("bn_x30", "cpu").data)
+  assert imagenet_pipeline.distorts_on_device(load("bn_x30", "cpu").data)
 
 
 def test_upgrade_gives_an_old_imagenet_mlp_the_data_image_size():
@@ -213,5 +213,6 @@ def test_mlp_computes_in_its_dtype():
   diff = np.abs(np.asarray(out["bfloat16"]) - np.asarray(out["float32"]))
   assert 0 < diff.max() < 0.05 * np.abs(np.asarray(out["float32"])).max() + 1e-3
   config.model.dtype = "float16"
-  with pytest.raises(ValueError, match="model.dtype"):
-    models.create_model(config)
+  with pytest.raises(config_checks.ConfigError,
+                     match="config.model.dtype='float16'; known: float32, bfloat16"):
+    config_checks.validate(config)

@@ -9,7 +9,8 @@ import zlib
 
 import numpy as np
 
-from bn_inception.data.base import DataError, InMemorySource
+from bn_inception.data.base import DataError
+from bn_inception.data.in_memory import InMemorySource
 from bn_inception.schema import default_data_root
 
 FILES = {
