@@ -75,6 +75,11 @@ def test_every_config_is_its_schema_with_values_set():
       assert len(kinds) == 1 or kinds == {int, float}, (label, key, value, ref[key])
 
 
+def test_every_config_passes_the_validator():
+  for label, config in all_configs():
+    assert config_checks.problems(config) == [], label
+
+
 def test_upgrade_of_a_current_config_is_the_same_config():
   for label, config in all_configs():
     saved = json.loads(config.to_json_best_effort())  # what config.json holds
