@@ -48,14 +48,16 @@ def test_config_variants_cover_every_config_file():
   assert files - {"__init__"} == set(CONFIG_VARIANTS)
 
 
-def test_configs_load_without_tensorflow_or_jax():
+def test_configs_load_and_validate_without_tensorflow_or_jax():
+  """Loading a config and checking it (config_checks.validate) import neither."""
   code = (f"import importlib, sys\nCONFIG_VARIANTS = {CONFIG_VARIANTS!r}\n"
+          "from bn_inception import config_checks\n"
           "for name, args in CONFIG_VARIANTS.items():\n"
           "  m = importlib.import_module('configs.' + name)\n"
           "  for arg in args:\n"
-          "    m.get_config() if arg is None else m.get_config(arg)\n"
+          "    config_checks.validate(m.get_config() if arg is None else m.get_config(arg))\n"
           "print(sorted({k.split('.')[0] for k in sys.modules} & "
-          "{'tensorflow', 'jax', 'flax', 'tensorflow_datasets'}))\n")
+          "{'tensorflow', 'jax', 'flax', 'optax', 'tensorflow_datasets'}))\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                         text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
