@@ -10,8 +10,8 @@ and set what their experiment changes; library code reads every field directly
 version (a workdir's config.json) to this schema with the behaviour that run had.
 
 Imports only the standard library, ml_collections and the stdlib-only
-field_rules.py and registry.py: loading a config file
-costs no TensorFlow or JAX.
+field_rules.py and registry.py: loading or checking a config costs no TensorFlow
+or JAX.
 """
 
 from __future__ import annotations
@@ -305,8 +305,8 @@ def bn_config() -> ConfigDict:
   return b
 
 
-# bn.stats_mode -> 'module:function' (bn config, global batch, mesh) -> examples per
-# statistic (None: the whole batch).
+# bn.stats_mode -> 'module:function' (config.bn, global batch, device count, per-device
+# batch) -> examples per BN statistic in training (None: the whole global batch).
 STATS_MODES = {
     "per_device": "bn_inception.sharding:per_device_groups",
     "global": "bn_inception.sharding:global_groups",

@@ -26,8 +26,8 @@ import tensorflow as tf
 
 from bn_inception.data import imagenet_pipeline as pipeline
 from bn_inception.data.base import Batch, DataError, EpochSampler, process_slice
-from bn_inception.data.image_readers import (  # noqa: F401 (the readers, for callers)
-    ArrayRecordReader, EncodedImageSet, FolderReader, list_image_folder)
+from bn_inception.data.image_readers import (ArrayRecordReader, EncodedImageSet, FolderReader,
+                                             list_image_folder)
 
 
 def _substitute(indices: np.ndarray, bad: Dict[int, str], n: int) -> np.ndarray:

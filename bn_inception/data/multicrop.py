@@ -28,7 +28,7 @@ one decoded image per in-flight example, never all 144 crops of it.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 
