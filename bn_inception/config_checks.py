@@ -8,15 +8,15 @@ bn_inception/schema.py (`*_RULES`); every float, in tuples too, must be finite.
 Only facts known at run time (the device count, the data's class count and image
 size) are checked later, where they are known.
 
-Imports only the standard library and schema.py: no TensorFlow or JAX.
+Imports only the standard library, registry.py and schema.py: no TensorFlow or JAX.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
-from bn_inception import schema
+from bn_inception import registry, schema
 
 
 class ConfigError(ValueError):
@@ -29,14 +29,15 @@ def _nonfinite(value) -> bool:
   return isinstance(value, (tuple, list)) and any(_nonfinite(v) for v in value)
 
 
-def nonfinite_fields(config, prefix: str = "") -> List[str]:
-  """The fields, in every section, holding nan or inf (alone or in a tuple)."""
-  out = []
+def nonfinite_fields(config, prefix: str = "") -> Dict[str, Any]:
+  """{path: value} of the fields, in every section, holding nan or inf (alone or in
+  a tuple)."""
+  out = {}
   for key, value in config.items():
     if hasattr(value, "items"):
-      out += nonfinite_fields(value, f"{prefix}{key}.")
+      out.update(nonfinite_fields(value, f"{prefix}{key}."))
     elif _nonfinite(value):
-      out.append(f"{prefix}{key}")
+      out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
   return out
 
 
@@ -44,14 +45,15 @@ def field_problems(config) -> List[str]:
   """One line per field of the schema's sections whose value its rule refuses."""
   out = []
   for field, table in (("data", schema.DATASETS), ("model", schema.MODELS)):
-    name = config[field].name
-    if name not in table:
-      out.append(f"config.{field}.name={name!r}; known: {', '.join(table)}.")
+    try:
+      registry.lookup(table, config[field].name, f"{field}.name")
+    except ValueError as e:
+      out.append(str(e))
   if out:
     return out  # the other fields' rules depend on these names
   nonfinite = nonfinite_fields(config)
-  out = [f"config.{path}={_value(config, path)!r} must be finite (no nan or inf)."
-         for path in nonfinite]
+  out = [f"config.{path}={value!r} must be finite (no nan or inf)."
+         for path, value in nonfinite.items()]
   for section, rules in schema.section_rules(config).items():
     values = config[section] if section else config
     for field, rule in rules.items():
@@ -60,12 +62,6 @@ def field_problems(config) -> List[str]:
       if problem:
         out.append(problem)
   return out
-
-
-def _value(config, path: str):
-  for key in path.split("."):
-    config = config[key]
-  return tuple(config) if isinstance(config, list) else config
 
 
 # Each check: config -> problem lines. A section with checks of its own beyond its
