@@ -106,3 +106,22 @@ def test_a_section_check_joins_the_field_rules(monkeypatch):
     config_checks.validate(config)
   assert str(e.value) == ("config.train.num_steps=0 must be >= 1 (the number of training "
                           "steps). config.evals.x=1 must be 2. Nothing was run.")
+
+
+def test_a_new_model_or_dataset_is_one_registration(monkeypatch):
+  """An entry in schema.MODELS / DATASETS is all the validator, `models.create_model`
+  and `data.create_source`'s factory need."""
+  from bn_inception import models
+  from bn_inception.data import factory
+  monkeypatch.setitem(schema.MODELS, "mlp2", registry.Model(
+      "mlp2", schema.mlp_model_config, schema.MLP_MODEL_RULES,
+      "bn_inception.models.mlp:create_mlp", classifier="out"))
+  monkeypatch.setitem(schema.DATASETS, "digits", registry.Dataset(
+      "digits", schema.mnist_data_config, schema.MNIST_DATA_RULES,
+      "bn_inception.data.mnist:create"))
+  config = mnist_fig1.get_config("bn")
+  config.model.name, config.data.name = "mlp2", "digits"
+  assert config_checks.problems(config) == []
+  assert type(models.create_model(config)).__name__ == "MLP"
+  assert models.weight_decay_exempt(config) == () and models.classifier(config) == "out"
+  assert factory.without_files(config.data, 10) is None
