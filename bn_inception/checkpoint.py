@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import traverse_util
 
-from bn_inception import schema
+from bn_inception import config_upgrade, schema
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 
@@ -197,8 +197,8 @@ def _saved_json(workdir: str) -> dict:
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The configuration a workdir's run was started with (its config.json), with the
-  fields added since then filled as that run used them (`schema.upgrade`)."""
-  return schema.upgrade(_saved_json(workdir))  # an older version's config: today's fields
+  fields added since then filled as that run used them (`config_upgrade.upgrade`)."""
+  return config_upgrade.upgrade(_saved_json(workdir))  # an older version's config: today's fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +215,7 @@ def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
   Fields in RESUMABLE_FIELDS may change between launches of one run. A field added
   to (or dropped from) the code since the run started does not make it another run:
   refusing it would strand every workdir at each code change. An added field whose
-  value now differs from how the run so far behaved (`schema.upgrade`) is named.
+  value now differs from how the run so far behaved (`config_upgrade.upgrade`) is named.
   """
   if not is_workdir(workdir):
     return None

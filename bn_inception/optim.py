@@ -12,7 +12,7 @@ from typing import Sequence
 import optax
 from flax import traverse_util
 
-SCHEDULES = ("constant", "exponential", "cosine")
+from bn_inception import registry, schema
 
 
 def decay_interval(c, steps_per_epoch: float | None) -> int:
@@ -24,21 +24,30 @@ def decay_interval(c, steps_per_epoch: float | None) -> int:
   return c.decay_steps
 
 
+# The schedules of schema.SCHEDULES: (config.optim, num_steps, steps per epoch) ->
+# the schedule after warm-up.
+
+def constant(c, num_steps: int, steps_per_epoch: float | None) -> optax.Schedule:
+  return optax.constant_schedule(c.learning_rate)
+
+
+def exponential(c, num_steps: int, steps_per_epoch: float | None) -> optax.Schedule:
+  """lr * decay_rate^(step / decay interval), optionally staircase (Sec. 4.2.1: the
+  accelerated BN nets decay 6x faster)."""
+  return optax.exponential_decay(c.learning_rate,
+                                 transition_steps=decay_interval(c, steps_per_epoch),
+                                 decay_rate=c.decay_rate, staircase=c.staircase)
+
+
+def cosine(c, num_steps: int, steps_per_epoch: float | None) -> optax.Schedule:
+  return optax.cosine_decay_schedule(c.learning_rate, max(num_steps - c.warmup_steps, 1))
+
+
 def learning_rate_schedule(c, num_steps: int, steps_per_epoch: float | None = None
                            ) -> optax.Schedule:
-  if c.schedule == "constant":
-    main = optax.constant_schedule(c.learning_rate)
-  elif c.schedule == "exponential":
-    # lr * decay_rate^(step / decay_steps), optionally staircase (Sec. 4.2.1:
-    # the accelerated BN nets decay 6x faster).
-    main = optax.exponential_decay(c.learning_rate,
-                                   transition_steps=decay_interval(c, steps_per_epoch),
-                                   decay_rate=c.decay_rate, staircase=c.staircase)
-  elif c.schedule == "cosine":
-    main = optax.cosine_decay_schedule(c.learning_rate, max(num_steps - c.warmup_steps, 1))
-  else:
-    raise ValueError(f"Unknown schedule {c.schedule!r} (config.optim.schedule); "
-                     f"known: {', '.join(SCHEDULES)}.")
+  """`config.optim.schedule` (registered in schema.SCHEDULES), after a linear warm-up
+  of `warmup_steps`."""
+  main = registry.resolve(schema.SCHEDULES[c.schedule])(c, num_steps, steps_per_epoch)
   if c.warmup_steps > 0:
     warmup = optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps)
     return optax.join_schedules([warmup, main], [c.warmup_steps])

@@ -1,24 +1,30 @@
 """Every config section with its defaults and their comments, in one place.
 
 A run's config has the sections of `run_config`: seed, distributed, bn, model,
-data, optim, train. The data section is chosen by `data.name`
-(`DATA_SECTIONS`), the model section by `model.name` (`MODEL_SECTIONS`).
-configs/*.py start from these and set what their experiment changes; library
-code reads every field directly (no defaults elsewhere). `upgrade` brings a
-config saved by an older version (a workdir's config.json) to this schema with
-the behaviour that run had.
+data, optim, train. The data section is chosen by `data.name` (its entry in
+`DATASETS`), the model section by `model.name` (`MODELS`). Beside each section's
+defaults are its `*_RULES`: every field's allowed values or range, which
+config_checks.validate checks before anything runs. configs/*.py start from these
+and set what their experiment changes; library code reads every field directly
+(no defaults elsewhere). config_upgrade.py brings a config saved by an older
+version (a workdir's config.json) to this schema with the behaviour that run had.
 
-Imports only the standard library and ml_collections: loading a config file
-costs no TensorFlow or JAX.
+Imports only the standard library, ml_collections and the stdlib-only
+field_rules.py and registry.py: loading or checking a config costs no TensorFlow
+or JAX.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Callable, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import ml_collections
+
+from bn_inception.field_rules import (FINITE, FLAG, TEXT, above, at_least, custom, each,
+                                      one_of, ordered_pair, when, within)
+from bn_inception.registry import Dataset, Model, by_name
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -70,6 +76,13 @@ def mnist_data_config(**overrides) -> ConfigDict:
   return _override(d, "mnist_data_config", overrides)
 
 
+MNIST_DATA_RULES = {
+    "name": TEXT, "data_dir": TEXT, "download_if_missing": FLAG, "tfds_data_dir": TEXT,
+    "shuffle": FLAG, "mean": each(FINITE, length=1, meaning="one (grey) channel"),
+    "std": each(above(0.0), length=1, meaning="one (grey) channel"),
+}
+
+
 def imagenet_data_config(name: str = "imagenet_folder", **overrides) -> ConfigDict:
   """`config.data` for ImageNet (data/imagenet.py), every field with its default."""
   d = ConfigDict()
@@ -115,6 +128,32 @@ def imagenet_data_config(name: str = "imagenet_folder", **overrides) -> ConfigDi
   return _override(d, "imagenet_data_config", overrides)
 
 
+RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5",
+                  "gaussian", "mitchellcubic")   # tf.image.resize's
+IMAGENET_DATA_RULES = {
+    **dict.fromkeys(("name", "train_dir", "eval_dir", "tfds_data_dir", "tfds_name",
+                     "train_split", "eval_split"), TEXT),
+    **dict.fromkeys(("shuffle", "random_flip", "distort_on_device", "antialias",
+                     "skip_corrupt_images"), FLAG),
+    "eval_fraction": within(0.0, 1.0, high_open=True),
+    "split_seed": at_least(0),
+    "shuffle_buffer": at_least(0),
+    "image_size": at_least(1),
+    "crop_area_range": ordered_pair(0, 1),
+    "aspect_ratio_range": ordered_pair(0),
+    "crop_min_object_covered": within(0.0, 1.0),
+    "crop_max_attempts": at_least(1),
+    "distortion_strength": within(0.0, 1.0),
+    "resize_method": one_of(*RESIZE_METHODS),
+    "eval_crop_fraction": within(0.0, 1.0, low_open=True),
+    "mean": each(FINITE, length=3, meaning="RGB"),
+    "std": each(above(0.0), length=3, meaning="RGB"),
+    "num_parallel_calls": custom("must be -1 (AUTOTUNE) or >= 1",
+                                 lambda v, c: v == -1 or v >= 1),
+    "prefetch_batches": at_least(-1).means("-1: AUTOTUNE"),
+}
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -129,6 +168,12 @@ def _model_section(name: str, num_classes: int, image_size: int) -> ConfigDict:
   return m
 
 
+MODEL_RULES = {   # the fields of every model section
+    "name": TEXT, "num_classes": at_least(1), "image_size": at_least(1),
+    "dtype": one_of("float32", "bfloat16"),
+}
+
+
 def mlp_model_config(**overrides) -> ConfigDict:
   """`config.model` for the fully-connected network (models/mlp.py); the defaults
   are Figure 1's (Sec. 4.1): 3 x 100 sigmoid units on 28 x 28 digits."""
@@ -141,6 +186,23 @@ def mlp_model_config(**overrides) -> ConfigDict:
   # these percentiles over the eval set (Fig. 1(b, c): the 15th, 50th and 85th).
   m.record_percentiles = (15, 50, 85)
   return _override(m, "mlp_model_config", overrides)
+
+
+MLP_MODEL_RULES = {
+    **MODEL_RULES,
+    "hidden_units": each(at_least(1), min_length=1),
+    "activation": one_of("sigmoid", "relu", "tanh"),
+    "init_stddev": above(0.0),
+    "probe_unit": custom("must be a unit of the last hidden layer (0 .. hidden_units[-1] - 1)",
+                         lambda v, c: 0 <= v < tuple(c.model.hidden_units or (0,))[-1]),
+    "record_percentiles": each(within(0, 100)),
+}
+
+
+def _needs_bn(without_bn: bool, why: str = ""):
+  """A flag that must be `without_bn` when bn.enabled=False."""
+  return when(lambda c: not c.bn.enabled,
+              custom(f"needs BN (bn.enabled=True){why}", lambda v, c: v is without_bn), FLAG)
 
 
 def _inception_unit_fields(m: ConfigDict) -> ConfigDict:
@@ -162,6 +224,20 @@ def _inception_unit_fields(m: ConfigDict) -> ConfigDict:
   return m
 
 
+INCEPTION_UNIT_RULES = {
+    **MODEL_RULES,
+    "activation": one_of("relu", "sigmoid"),
+    "dropout_rate": within(0.0, 1.0, high_open=True),
+    "lrn": FLAG, "lrn_depth_radius": at_least(0), "lrn_bias": at_least(0.0),
+    "lrn_alpha": at_least(0.0), "lrn_beta": at_least(0.0),
+    "init_scale": above(0.0),
+    "per_activation_bn_last": _needs_bn(False),
+    "bn_scale": FLAG,
+    "first_conv_bn": _needs_bn(True, ": without BN every convolution already has a bias "
+                               "and no BN"),
+}
+
+
 def inception_model_config(**overrides) -> ConfigDict:
   """`config.model` for BN-Inception (Sec. 4.2, Figure 5; models/inception.py).
 
@@ -174,11 +250,39 @@ def inception_model_config(**overrides) -> ConfigDict:
   return _override(m, "inception_model_config", overrides)
 
 
+INCEPTION_MODEL_RULES = {
+    **INCEPTION_UNIT_RULES,
+    "pool_projection_4cd": one_of(96, 128),
+    "first_conv": one_of("separable", "plain"),
+}
+
+
 def mini_inception_model_config(**overrides) -> ConfigDict:
   """`config.model` for the reduced BN-Inception of models/mini_inception.py (28 x 28
   digits): the units' knobs of the full one on a fixed reduced table."""
   m = _inception_unit_fields(_model_section("mini_inception", num_classes=10, image_size=28))
   return _override(m, "mini_inception_model_config", overrides)
+
+
+MODELS = by_name((   # config.model.name -> its section, its builder, what it exempts from L2
+    Model("mlp", mlp_model_config, MLP_MODEL_RULES, "bn_inception.models.mlp:create_mlp"),
+    Model("bn_inception", inception_model_config, INCEPTION_MODEL_RULES,
+          "bn_inception.models.inception:create_inception",
+          decay_exempt="bn_inception.models.inception:weight_decay_exempt"),
+    Model("mini_inception", mini_inception_model_config, INCEPTION_UNIT_RULES,
+          "bn_inception.models.mini_inception:create_mini_inception",
+          decay_exempt="bn_inception.models.mini_inception:weight_decay_exempt"),
+))
+DATASETS = by_name((  # config.data.name -> its section, its source
+    Dataset("mnist", mnist_data_config, MNIST_DATA_RULES, "bn_inception.data.mnist:create"),
+    Dataset("imagenet_folder", lambda: imagenet_data_config("imagenet_folder"),
+            IMAGENET_DATA_RULES, "bn_inception.data.imagenet:create_folder",
+            without_files="bn_inception.data.imagenet_pipeline:without_files"),
+    Dataset("imagenet_tfds", lambda: imagenet_data_config("imagenet_tfds"),
+            IMAGENET_DATA_RULES, "bn_inception.data.imagenet_tfds:create_tfds",
+            without_files="bn_inception.data.imagenet_pipeline:without_files",
+            named_splits=True),
+))
 
 
 # --------------------------------------------------------------------------- training
@@ -201,6 +305,36 @@ def bn_config() -> ConfigDict:
   return b
 
 
+# bn.stats_mode -> 'module:function' (config.bn, global batch, device count, per-device
+# batch) -> examples per BN statistic in training (None: the whole global batch).
+STATS_MODES = {
+    "per_device": "bn_inception.sharding:per_device_groups",
+    "global": "bn_inception.sharding:global_groups",
+    "group": "bn_inception.sharding:fixed_groups",
+}
+
+
+def _divides_batch(v, c) -> bool:
+  return v >= 1 and c.train.batch_size % v == 0
+
+
+def _batch_divisors(c) -> str:
+  b = c.train.batch_size
+  return (f"must divide train.batch_size={b}; valid: "
+          f"{', '.join(str(d) for d in range(1, b + 1) if b % d == 0)}")
+
+
+BN_RULES = {
+    "enabled": FLAG, "unbiased_variance": FLAG,
+    "momentum": within(0.0, 1.0), "epsilon": above(0.0),
+    "stats_mode": one_of(*STATS_MODES),
+    "group_size": when(lambda c: c.bn.stats_mode == "group", custom(
+        _batch_divisors, _divides_batch,
+        "stats_mode='group': examples per BN statistic; 32 is the paper's 32 examples per "
+        "replica on any device count"), at_least(0)),
+}
+
+
 def optim_config() -> ConfigDict:
   """`config.optim`: SGD with momentum and L2 weight decay (Sec. 4.2.1)."""
   o = ConfigDict()
@@ -217,6 +351,22 @@ def optim_config() -> ConfigDict:
   o.staircase = True
   o.warmup_steps = 0
   return o
+
+
+# optim.schedule -> 'module:function' (config.optim, num_steps, steps per epoch) -> the
+# schedule after warm-up.
+SCHEDULES = {
+    "constant": "bn_inception.optim:constant",
+    "exponential": "bn_inception.optim:exponential",
+    "cosine": "bn_inception.optim:cosine",
+}
+OPTIM_RULES = {
+    "learning_rate": at_least(0.0), "momentum": within(0.0, 1.0, high_open=True),
+    "nesterov": FLAG, "weight_decay": at_least(0.0), "grad_clip_norm": at_least(0.0).means(
+        "0: no clipping"), "schedule": one_of(*SCHEDULES), "decay_rate": above(0.0),
+    "decay_steps": at_least(1), "decay_epochs": at_least(0.0), "staircase": FLAG,
+    "warmup_steps": at_least(0),
+}
 
 
 def train_config() -> ConfigDict:
@@ -244,6 +394,25 @@ def train_config() -> ConfigDict:
   return t
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+TRAIN_RULES = {
+    "num_steps": at_least(1, "the number of training steps"),
+    "batch_size": at_least(1, "the GLOBAL training batch"),
+    "eval_batch_size": at_least(1, "the GLOBAL evaluation batch"),
+    "log_every": at_least(1, "steps between train/* rows"),
+    "checkpoint_every": at_least(1, "steps between checkpoints (a checkpoint is also "
+                                 "written at num_steps and on SIGTERM)"),
+    "keep_checkpoints": at_least(1, "how many newest checkpoints are kept; 0 would keep none "
+                                 "(the run could not resume), so it is refused: give a "
+                                 "large number to keep more"),
+    "eval_every": at_least(0, "steps between full evaluations of the eval split (and one "
+                           "at num_steps); 0: never"),
+    "eval_at_start": FLAG,
+    "nonfinite_policy": one_of(*NONFINITE_POLICIES),
+    "init_from": TEXT,
+}
+
+
 def run_config(data: ConfigDict, model: ConfigDict) -> ConfigDict:
   """A whole run's config: `data` and `model` sections and the shared ones."""
   c = ConfigDict()
@@ -261,74 +430,12 @@ def run_config(data: ConfigDict, model: ConfigDict) -> ConfigDict:
   return c
 
 
-DATA_SECTIONS: Dict[str, Callable[[], ConfigDict]] = {
-    "mnist": mnist_data_config,
-    "imagenet_folder": lambda: imagenet_data_config("imagenet_folder"),
-    "imagenet_tfds": lambda: imagenet_data_config("imagenet_tfds"),
-}
-MODEL_SECTIONS: Dict[str, Callable[[], ConfigDict]] = {
-    "mlp": mlp_model_config,
-    "bn_inception": inception_model_config,
-    "mini_inception": mini_inception_model_config,
-}
+RUN_RULES = {"seed": at_least(0), "distributed": one_of("auto", "on", "off")}
 
 
-# --------------------------------------------------------------------------- upgrade
-
-# What a config saved before a field existed did, where that differs from the
-# field's default now (every other absent field takes the schema default, which
-# is what the code did before the field was added): section -> field -> value or
-# fn(saved config) -> value.
-_OLD_BEHAVIOUR: Dict[str, Dict[str, Any]] = {
-    # Before distort_on_device the photometric distortions ran on the host.
-    "data": {"distort_on_device": False},
-    # Before model.image_size was in every section an MLP took whatever the data
-    # gave: the data's image size (ImageNet) or MNIST's 28.
-    "model": {"image_size": lambda saved: saved.get("data", {}).get("image_size", 28)},
-}
-
-
-def _section_name(saved: Mapping[str, Any], section: str, table: Mapping[str, Any]) -> str:
-  name = saved.get(section, {}).get("name")
-  if name not in table:
-    raise ValueError(f"The saved config's {section}.name={name!r} is not one of "
-                     f"{sorted(table)}: cannot bring it to the current schema.")
-  return name
-
-
-def upgrade(config: Union[ConfigDict, Mapping[str, Any]]) -> ConfigDict:
-  """A config saved by any earlier version (e.g. a workdir's config.json) as a
-  config of the current schema that behaves as that run did.
-
-  Each section is the current schema's (data by `data.name`, model by
-  `model.name`) with the saved values over it: a field added since takes the
-  value in `_OLD_BEHAVIOUR` if the old code behaved differently, else its
-  default. JSON lists become the schema's tuples; fields the schema no longer
-  has are kept as saved. Raises ValueError for an unknown data or model name.
-  """
-  saved = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
-  data = DATA_SECTIONS[_section_name(saved, "data", DATA_SECTIONS)]()
-  model = MODEL_SECTIONS[_section_name(saved, "model", MODEL_SECTIONS)]()
-  out = run_config(data, model)
-  for section, fields in _OLD_BEHAVIOUR.items():
-    for field, value in fields.items():
-      if field in out[section] and field not in saved.get(section, {}):
-        out[section][field] = value(saved) if callable(value) else value
-  _merge(out, saved, "")
-  return out
-
-
-def _merge(target: ConfigDict, saved: Mapping[str, Any], where: str) -> None:
-  for key, value in saved.items():
-    if key not in target:
-      target[key] = value
-    elif isinstance(target[key], ConfigDict):
-      if not isinstance(value, Mapping):
-        raise ValueError(f"The saved config's {where}{key} is {value!r}, not a section.")
-      _merge(target[key], value, f"{where}{key}.")
-    else:
-      try:
-        target[key] = value  # ConfigDict keeps the field's type: list -> tuple, int -> float
-      except TypeError as e:
-        raise ValueError(f"The saved config's {where}{key}={value!r} does not fit the "
-                         f"current field ({type(target[key]).__name__}).") from e
+def section_rules(config) -> Dict[str, Mapping[str, Any]]:
+  """Section ('' for the top level) -> the rules of its fields, for `config`'s data
+  and model; KeyError for an unregistered data.name or model.name."""
+  return {"": RUN_RULES, "bn": BN_RULES, "model": MODELS[config.model.name].rules,
+          "data": DATASETS[config.data.name].rules, "optim": OPTIM_RULES,
+          "train": TRAIN_RULES}

@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bn_inception import registry, schema
+
 DATA_AXIS = "data"
 
 
@@ -67,46 +69,40 @@ def check_batch(global_batch: int, mesh: Mesh, what: str = "train.batch_size") -
   return global_batch // n
 
 
-def _divisors(n: int):
-  return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def bn_group_size(bn_config, global_batch: int, mesh: Mesh) -> Optional[int]:
-  """Examples per BN statistic during training, from config.bn.stats_mode.
-
-  'global' -> None (the whole global batch), 'per_device' -> the per-device
-  batch (the paper's per-replica statistics: with 32 per replica every device
-  normalises over its own 32 examples), 'group' -> config.bn.group_size,
-  whatever the device count.
-  """
+  """Examples per BN statistic during training, from config.bn.stats_mode (its
+  function registered in schema.STATS_MODES); None: the whole global batch."""
   per_device = check_batch(global_batch, mesh)
-  mode = bn_config.stats_mode
-  if mode == "global":
-    return None
-  if mode == "per_device":
-    if per_device == 1:
-      logging.warning(
-          "config.bn.stats_mode='per_device' with 1 example per device (global batch %d on %d "
-          "devices): dense-layer BN then normalises every activation to beta.",
-          global_batch, mesh.size)
-    return per_device
-  if mode == "group":
-    g = bn_config.group_size
-    if g <= 0 or global_batch % g:
-      valid = ", ".join(map(str, _divisors(global_batch)))
-      raise ValueError(
-          f"config.bn.group_size={g} (stats_mode='group': examples per BN statistic) must "
-          f"be positive and divide the global batch config.train.batch_size={global_batch}; "
-          f"valid: {valid}. {per_device} makes the groups the per-device batches on "
-          f"these {mesh.size} devices; 32 is the paper's 32 examples per replica on any "
-          f"device count.")
-    return g
-  raise ValueError(f"Unknown config.bn.stats_mode {mode!r}; known: per_device, global, group.")
+  groups = registry.resolve(schema.STATS_MODES[bn_config.stats_mode])
+  return groups(bn_config, global_batch, mesh.size, per_device)
+
+
+# The modes of schema.STATS_MODES: (config.bn, global batch, device count, per-device
+# batch) -> examples per statistic.
+
+def global_groups(bn_config, global_batch: int, devices: int, per_device: int) -> None:
+  """The whole global batch."""
+  return None
+
+
+def per_device_groups(bn_config, global_batch: int, devices: int, per_device: int) -> int:
+  """The per-device batch: the paper's per-replica statistics (with 32 per replica
+  every device normalises over its own 32 examples)."""
+  if per_device == 1:
+    logging.warning(
+        "config.bn.stats_mode='per_device' with 1 example per device (global batch %d on %d "
+        "devices): dense-layer BN then normalises every activation to beta.",
+        global_batch, devices)
+  return per_device
+
+
+def fixed_groups(bn_config, global_batch: int, devices: int, per_device: int) -> int:
+  """config.bn.group_size, whatever the device count (validated to divide the batch)."""
+  return bn_config.group_size
 
 
 # --- Multi-host start -------------------------------------------------------
 
-DISTRIBUTED_MODES = ("auto", "on", "off")
 # Read here (not by JAX) for a hand-launched cluster: JAX itself reads
 # JAX_COORDINATOR_ADDRESS but takes the process count and id only from a
 # detected launcher (SLURM, Open MPI, Cloud TPU, Kubernetes).
@@ -148,9 +144,7 @@ def maybe_initialize_distributed(config, environ: Optional[Mapping[str, str]] = 
   (`multiprocess_launcher`); a GCE Cloud TPU VM slice sets no such variable, so
   use 'on' there. Must run before anything touches a JAX device.
   """
-  mode = config.distributed
-  if mode not in DISTRIBUTED_MODES:
-    raise ValueError(f"config.distributed={mode!r}; known: {', '.join(DISTRIBUTED_MODES)}.")
+  mode = config.distributed  # one of schema.RUN_RULES' modes, validated
   env = os.environ if environ is None else environ
   if mode == "off":
     return False

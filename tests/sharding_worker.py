@@ -32,7 +32,7 @@ from bn_inception import checkpoint as ckpt_lib  # noqa: E402
 from bn_inception import metrics as metrics_lib  # noqa: E402
 from bn_inception import sharding, train  # noqa: E402
 from bn_inception.batchnorm import BATCH_STATS, BatchNorm  # noqa: E402
-from bn_inception.data.base import InMemorySource  # noqa: E402
+from bn_inception.data.in_memory import InMemorySource  # noqa: E402
 from configs import mnist_fig1  # noqa: E402
 
 GLOBAL_BATCH = 32

@@ -428,8 +428,23 @@ CASES = {
                                  "num_steps=0 must be >= 1 (the number of training steps). "
                                  "config.train.log_every=0"),
     "nonfinite_policy": (bad_flag("--config.train.nonfinite_policy=maybe"), 2,
-                         "nonfinite_policy='maybe'; use 'stop' or 'skip'"),
-    "unknown dataset": (bad_flag("--config.data.name=cifar"), 2, "Unknown dataset 'cifar'"),
+                         "config.train.nonfinite_policy='maybe'; known: stop, skip."),
+    "unknown dataset": (bad_flag("--config.data.name=cifar"), 2,
+                        "config.data.name='cifar'; known: mnist, imagenet_folder"),
+    "unknown model": (bad_flag("--config.model.name=resnet"), 2,
+                      "config.model.name='resnet'; known: mlp, bn_inception"),
+    "learning_rate=nan": (bad_flag("--config.optim.learning_rate=nan"), 2,
+                          "config.optim.learning_rate=nan must be finite"),
+    "momentum=inf": (bad_flag("--config.optim.momentum=inf"), 2,
+                     "config.optim.momentum=inf must be finite"),
+    "unknown schedule": (bad_flag("--config.optim.schedule=cosin"), 2,
+                         "config.optim.schedule='cosin'; known: constant, exponential, cosine"),
+    "negative learning rate": (bad_flag("--config.optim.learning_rate=-0.1"), 2,
+                               "config.optim.learning_rate=-0.1 must be >= 0.0"),
+    "activation typo": (bad_flag("--config.model.activation=sigmod"), 2,
+                        "config.model.activation='sigmod'; known: sigmoid, relu, tanh"),
+    "probe_unit outside the layer": (bad_flag("--config.model.probe_unit=16"), 2,
+                                     "config.model.probe_unit=16 must be a unit of the last"),
     "unknown stats_mode": (bad_flag("--config.bn.stats_mode=replica"), 2,
                            "known: per_device, global, group"),
     "bad group_size": (bad_flag("--config.bn.stats_mode=group", "--config.bn.group_size=7"), 2,
@@ -506,6 +521,12 @@ CASES = {
     "sweep member keep_checkpoints=0": (
         sweep_case(f"[Member('m', '{M}', {{'train.keep_checkpoints': 0}})]"), 2,
         "Sweep member 'm': config.train.keep_checkpoints=0 must be >= 1"),
+    "sweep member stats_mode typo": (
+        sweep_case(f"[Member('m', '{M}', {{'bn.stats_mode': 'grop'}})]"), 2,
+        "Sweep member 'm': config.bn.stats_mode='grop'; known: per_device, global, group"),
+    "sweep member schedule typo": (
+        sweep_case(f"[Member('m', '{M}', {{'optim.schedule': 'cosin'}})]"), 2,
+        "Sweep member 'm': config.optim.schedule='cosin'; known: constant"),
     "sweep two members one name": (
         sweep_case(f"[Member('m', '{M}', {{}}), Member('m', '{M}', {{}})]"), 2,
         "two members named 'm'"),
@@ -524,6 +545,10 @@ CASES = {
         lambda t, f: (lambda: script("train.py", f"--config={M}", f"--workdir={W(t)}",
                                      "--config.train.keep_checkpoints=0"), W(t)), 2,
         "keep_checkpoints=0 must be >= 1"),
+    "process: learning_rate=nan": (
+        lambda t, f: (lambda: script("train.py", f"--config={M}", f"--workdir={W(t)}",
+                                     "--config.optim.learning_rate=nan"), W(t)), 2,
+        "config.optim.learning_rate=nan must be finite"),
     "process: positional argument": (
         lambda t, f: (lambda: script("train.py", f"--config={M}", f"--workdir={W(t)}", "oops"),
                       W(t)), 2, "unexpected arguments ['oops']"),
@@ -536,7 +561,7 @@ CASES = {
                                      devices=8), W(t)), 2,
         "config.train.batch_size=60 is the GLOBAL batch"),
 }
-SLOW = {"process: positional argument", "process: evaluate --crops=abc",
+SLOW = {"process: learning_rate=nan", "process: positional argument", "process: evaluate --crops=abc",
         "process: batch 60 on 8 devices"}
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bn_inception import schema
+from bn_inception import config_checks, schema
 from bn_inception.data import DataError, create_source, default_data_root
 from bn_inception.data.base import EpochSampler
-from bn_inception.data import imagenet
+from bn_inception.data import imagenet, imagenet_tfds
 
 SAMPLE = os.path.join(default_data_root(), "imagenet_sample")
 needs_sample = pytest.mark.skipif(not os.path.isdir(SAMPLE),
@@ -258,8 +258,11 @@ def test_missing_dirs_and_bad_fields_say_what_to_do(tmp_path):
     create_source(config(name="imagenet_tfds", tfds_data_dir=missing))
   with pytest.raises(KeyError, match="no field"):
     schema.imagenet_data_config(imagesize=3)
-  with pytest.raises(ValueError, match="distortion_strength"):
-    create_source(config(train_dir=str(tmp_path / "empty"), distortion_strength=2.0))
+  # Field values are the validator's (config_checks), checked before any source is built.
+  bad = schema.run_config(config(distortion_strength=2.0), schema.mlp_model_config())
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"config.data.distortion_strength=2.0 must be in \[0.0, 1.0\]"):
+    config_checks.validate(bad)
 
 
 def test_factory_and_eval_split_options(tmp_path):
@@ -327,7 +330,7 @@ def _val_labels():
 
 @pytest.mark.parametrize("file_format, kind", [
     ("array_record", imagenet.RandomAccessImageSource),
-    ("tfrecord", imagenet.TfdsStreamingSource)])
+    ("tfrecord", imagenet_tfds.TfdsStreamingSource)])
 def test_tfds_imagenet2012(tmp_path, monkeypatch, file_format, kind):
   data_dir = str(tmp_path / "tfds")
   build_fake_imagenet2012(data_dir, file_format, monkeypatch)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import numpy as np
 import pytest
 
-from bn_inception import models
+from bn_inception import config_checks, models
 from bn_inception.models import inception as inc
 from configs import bn_inception as bn_inception_config
 
@@ -174,8 +174,9 @@ def test_per_activation_bn_in_the_last_module():
   assert stats["inception_5a"]["1x1"]["bn"]["mean"].shape == (352,)
   config = make_config(per_activation_bn_last=True, image_size=64)
   assert n_params(variables["params"]) == sum(r.params for r in inc.model_costs(config))
-  with pytest.raises(ValueError, match="needs BN"):
-    models.create_model(make_config("inception", per_activation_bn_last=True))
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"config.model.per_activation_bn_last=True needs BN \(bn.enabled=True\)"):
+    config_checks.validate(make_config("inception", per_activation_bn_last=True))
 
 
 def test_bfloat16_computes_in_bf16_and_keeps_params_and_stats_float32():
@@ -308,8 +309,9 @@ def test_init_scale_multiplies_the_initial_weights():
     ("activation", "tanh"), ("dtype", "float16"), ("pool_projection_4cd", 64),
     ("first_conv", "dilated"), ("dropout_rate", 1.0), ("init_scale", 0.0)])
 def test_bad_fields_are_refused_with_the_field_name(field, value):
-  with pytest.raises(ValueError, match=f"model.{field}"):
-    models.create_model(make_config(**{field: value}))
+  """Checked by the one validator, before anything is built (one line per field)."""
+  with pytest.raises(config_checks.ConfigError, match=f"config.model.{field}={value!r}"):
+    config_checks.validate(make_config(**{field: value}))
 
 
 @pytest.mark.slow

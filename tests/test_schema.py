@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bn_inception import models, schema
-from bn_inception.data import imagenet
+from bn_inception import config_checks, config_upgrade, models, schema
+from bn_inception.data import imagenet_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_RUNS = ("inception", "bn_baseline", "bn_x5", "bn_x30", "bn_x5_sigmoid")
@@ -48,14 +48,16 @@ def test_config_variants_cover_every_config_file():
   assert files - {"__init__"} == set(CONFIG_VARIANTS)
 
 
-def test_configs_load_without_tensorflow_or_jax():
+def test_configs_load_and_validate_without_tensorflow_or_jax():
+  """Loading a config and checking it (config_checks.validate) import neither."""
   code = (f"import importlib, sys\nCONFIG_VARIANTS = {CONFIG_VARIANTS!r}\n"
+          "from bn_inception import config_checks\n"
           "for name, args in CONFIG_VARIANTS.items():\n"
           "  m = importlib.import_module('configs.' + name)\n"
           "  for arg in args:\n"
-          "    m.get_config() if arg is None else m.get_config(arg)\n"
+          "    config_checks.validate(m.get_config() if arg is None else m.get_config(arg))\n"
           "print(sorted({k.split('.')[0] for k in sys.modules} & "
-          "{'tensorflow', 'jax', 'flax', 'tensorflow_datasets'}))\n")
+          "{'tensorflow', 'jax', 'flax', 'optax', 'tensorflow_datasets'}))\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                         text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -66,8 +68,8 @@ def test_every_config_is_its_schema_with_values_set():
   """No config adds, drops or retypes a field: each has exactly the fields of the
   schema its data.name and model.name select, of the same types."""
   for label, config in all_configs():
-    want = schema.run_config(schema.DATA_SECTIONS[config.data.name](),
-                             schema.MODEL_SECTIONS[config.model.name]())
+    want = schema.run_config(schema.DATASETS[config.data.name].section(),
+                             schema.MODELS[config.model.name].section())
     got, ref = flat(config.to_dict()), flat(want.to_dict())
     assert set(got) == set(ref), label
     for key, value in got.items():
@@ -75,11 +77,16 @@ def test_every_config_is_its_schema_with_values_set():
       assert len(kinds) == 1 or kinds == {int, float}, (label, key, value, ref[key])
 
 
+def test_every_config_passes_the_validator():
+  for label, config in all_configs():
+    assert config_checks.problems(config) == [], label
+
+
 def test_upgrade_of_a_current_config_is_the_same_config():
   for label, config in all_configs():
     saved = json.loads(config.to_json_best_effort())  # what config.json holds
-    assert schema.upgrade(saved).to_dict() == config.to_dict(), label
-    assert schema.upgrade(config).to_dict() == config.to_dict(), label
+    assert config_upgrade.upgrade(saved).to_dict() == config.to_dict(), label
+    assert config_upgrade.upgrade(config).to_dict() == config.to_dict(), label
 
 
 # configs/mnist_fig1.py:bn as the first version (d4ae76f) wrote it: before
@@ -131,10 +138,10 @@ BN_X30_CPU_BEFORE_2D98D72 = json.loads("""{"bn": {"enabled": true, "epsilon": 0.
 
 
 def assert_upgraded(old, added, label):
-  new = schema.upgrade(old)
+  new = config_upgrade.upgrade(old)
   got = flat(new.to_dict())
-  want = flat(schema.run_config(schema.DATA_SECTIONS[old["data"]["name"]](),
-                                schema.MODEL_SECTIONS[old["model"]["name"]]()).to_dict())
+  want = flat(schema.run_config(schema.DATASETS[old["data"]["name"]].section(),
+                                schema.MODELS[old["model"]["name"]].section()).to_dict())
   assert set(want) <= set(got), label                  # the current schema's fields,
   assert set(got) - set(want) <= set(flat(old)), label  # and retired ones only as saved
   for key, value in flat(old).items():                 # every saved value kept
@@ -160,16 +167,16 @@ def test_upgrade_keeps_host_distortion_of_configs_before_distort_on_device():
                         {"data.distort_on_device": False, "train.init_from": "",
                          "model.bn_scale": True, "model.first_conv_bn": True},  # the paper's net
                         "bn_x30:cpu@2d98d72^")
-  assert not imagenet.distorts_on_device(new.data)
+  assert not imagenet_pipeline.distorts_on_device(new.data)
   # The same config written now distorts on the device.
-  assert imagenet.distorts_on_device(load("bn_x30", "cpu").data)
+  assert imagenet_pipeline.distorts_on_device(load("bn_x30", "cpu").data)
 
 
 def test_upgrade_gives_an_old_imagenet_mlp_the_data_image_size():
   old = json.loads(load("imagenet_tiny", None).to_json_best_effort())
   del old["model"]["image_size"], old["model"]["dtype"]
   old["data"]["image_size"] = 40
-  new = schema.upgrade(old)
+  new = config_upgrade.upgrade(old)
   assert new.model.image_size == 40 and new.model.dtype == "float32"
 
 
@@ -177,18 +184,18 @@ def test_upgrade_refuses_what_it_cannot_place_and_keeps_dropped_fields():
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["data"]["name"] = "cifar10"
   with pytest.raises(ValueError, match="data.name='cifar10'"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   del old["model"]["name"]
   with pytest.raises(ValueError, match="model.name=None"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["train"]["num_steps"] = "many"
   with pytest.raises(ValueError, match="train.num_steps='many'"):
-    schema.upgrade(old)
+    config_upgrade.upgrade(old)
   old = json.loads(json.dumps(FIG1_D4AE76F))
   old["train"]["retired_knob"] = 3
-  assert schema.upgrade(old).train.retired_knob == 3
+  assert config_upgrade.upgrade(old).train.retired_knob == 3
 
 
 def test_section_overrides_name_unknown_fields():
@@ -213,5 +220,6 @@ def test_mlp_computes_in_its_dtype():
   diff = np.abs(np.asarray(out["bfloat16"]) - np.asarray(out["float32"]))
   assert 0 < diff.max() < 0.05 * np.abs(np.asarray(out["float32"])).max() + 1e-3
   config.model.dtype = "float16"
-  with pytest.raises(ValueError, match="model.dtype"):
-    models.create_model(config)
+  with pytest.raises(config_checks.ConfigError,
+                     match="config.model.dtype='float16'; known: float32, bfloat16"):
+    config_checks.validate(config)

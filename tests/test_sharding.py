@@ -249,14 +249,22 @@ def test_global_batch_not_a_multiple_of_devices_suggests_valid_values():
 
 
 def test_bad_group_size_lists_the_divisors():
-  with pytest.raises(ValueError) as e:
-    sharding.bn_group_size(bn("group", 5), 32, MESH8)
-  msg = str(e.value)
-  assert "valid: 1, 2, 4, 8, 16, 32" in msg and "4 makes the groups the per-device" in msg
-  with pytest.raises(ValueError, match="config.bn.group_size=0"):
-    sharding.bn_group_size(bn("group", 0), 32, MESH8)
-  with pytest.raises(ValueError, match="known: per_device, global, group"):
-    sharding.bn_group_size(bn("replica"), 32, MESH8)
+  """bn.stats_mode and bn.group_size are the validator's (config_checks), before any
+  device is touched: the divisors of the global batch are known from the config."""
+  from bn_inception import config_checks
+  from configs import mnist_fig1
+  config = mnist_fig1.get_config("bn")
+  config.train.batch_size, config.bn.stats_mode, config.bn.group_size = 32, "group", 5
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.validate(config)
+  assert "config.bn.group_size=5 must divide train.batch_size=32; valid: 1, 2, 4, 8, 16, 32" in (
+      str(e.value))
+  config.bn.group_size = 0
+  with pytest.raises(config_checks.ConfigError, match="config.bn.group_size=0"):
+    config_checks.validate(config)
+  config.bn.stats_mode = "replica"
+  with pytest.raises(config_checks.ConfigError, match="known: per_device, global, group"):
+    config_checks.validate(config)
 
 
 @pytest.mark.parametrize("env, launcher", [
@@ -327,6 +335,14 @@ def test_distributed_errors_are_clear(fake_distributed):
   with pytest.raises(ValueError, match="Set both JAX_NUM_PROCESSES and JAX_PROCESS_ID"):
     sharding.maybe_initialize_distributed(cfg("auto"), {"JAX_COORDINATOR_ADDRESS": "h:1",
                                                         "JAX_NUM_PROCESSES": "2"})
-  with pytest.raises(ValueError, match="config.distributed='yes'; known: auto, on, off"):
-    sharding.maybe_initialize_distributed(cfg("yes"), {})
   assert fake.calls == []
+
+
+def test_unknown_distributed_mode_is_the_validators():
+  from bn_inception import config_checks
+  from configs import mnist_fig1
+  config = mnist_fig1.get_config("bn")
+  config.distributed = "yes"
+  with pytest.raises(config_checks.ConfigError,
+                     match="config.distributed='yes'; known: auto, on, off"):
+    config_checks.validate(config)

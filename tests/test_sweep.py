@@ -99,6 +99,11 @@ def get_sweep(steps):
     ("{'train.num_steps': 2.5}", r"'bad-lr2'.*train\.num_steps holds an int"),
     ("{'model.hidden_units': ('a',)}", r"'bad-lr2'.*model\.hidden_units holds a tuple of int"),
     ("{'optim': 1}", r"'bad-lr2'.*optim is a whole section"),
+    # Field values: the training loop's validator runs on every member in the pre-flight.
+    ("{'bn.stats_mode': 'grop'}",
+     r"'bad-lr2'.*config\.bn\.stats_mode='grop'; known: per_device, global, group"),
+    ("{'optim.schedule': 'cosin'}",
+     r"'bad-lr2'.*config\.optim\.schedule='cosin'; known: constant, exponential, cosine"),
 ])
 def test_bad_override_fails_before_anything_runs(tmp_path, override, message):
   spec = write_sweep(tmp_path, f"""

@@ -1,8 +1,9 @@
-"""The data-source interface and the deterministic (seed, step) -> examples sampler."""
+"""The data-source interface, the full-size image-set interface and the deterministic
+(seed, step) -> examples sampler. A leaf: it imports no source or image set."""
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import jax.numpy as jnp
@@ -92,51 +93,25 @@ class DataSource:
     return self.normalize(batch["image"])
 
   def full_size_images(self, split: str):
-    """The images of `split` ('eval' | 'train') before any crop, as a
-    `multicrop.ImageSet` for multi-crop evaluation; None where there are none."""
+    """The images of `split` ('eval' | 'train') before any crop, as an
+    `ImageSet` for multi-crop evaluation; None where there are none."""
     return None
 
 
-class InMemorySource(DataSource):
-  """A source whose examples are numpy arrays in host memory (MNIST)."""
+class ImageSet:
+  """The decoded full-size images and labels of one split, for multi-crop evaluation.
 
-  def __init__(self, train_images, train_labels, eval_images, eval_labels,
-               num_classes: int, mean=(0.0,), std=(1.0,), shuffle: bool = True):
-    self.train_images, self.train_labels = train_images, train_labels
-    self.eval_images, self.eval_labels = eval_images, eval_labels
-    self.num_classes = num_classes
-    self.image_shape = tuple(train_images.shape[1:])
-    self.num_train_examples = len(train_images)
-    self.num_eval_examples = len(eval_images)
-    self.mean, self.std = tuple(mean), tuple(std)
-    self.shuffle = shuffle
+  `dataset(indices)` is a tf.data.Dataset of {"image": uint8 [h, w, C] (any h, w),
+  "label": int32} in the order of `indices` (positions 0..num_examples-1).
+  """
 
-  def train_batches(self, start_step, global_batch, seed, process_index=0, process_count=1):
-    sampler = EpochSampler(self.num_train_examples, seed, self.shuffle)
-    mine = process_slice(global_batch, process_index, process_count)
-    step = start_step
-    while True:
-      idx = sampler.indices(step, global_batch)[mine]
-      yield {"image": self.train_images[idx], "label": self.train_labels[idx]}
-      step += 1
+  name: str
+  num_examples: int
+  channels: int
 
-  def eval_batches(self, global_batch, process_index=0, process_count=1):
-    yield from padded_batches(self.eval_images, self.eval_labels, global_batch,
-                              process_index, process_count)
+  def dataset(self, indices: np.ndarray, num_parallel_calls: int):
+    raise NotImplementedError
 
-  def full_size_images(self, split):
-    from bn_inception.data.multicrop import ArrayImageSet
-    if split == "eval":
-      return ArrayImageSet(self.eval_images, self.eval_labels, "in-memory eval split")
-    return ArrayImageSet(self.train_images, self.train_labels, "in-memory train split")
-
-
-def padded_batches(images, labels, global_batch, process_index=0, process_count=1):
-  """Every example exactly once: the last batch is padded and masked."""
-  n = len(images)
-  mine = process_slice(global_batch, process_index, process_count)
-  for start in range(0, n, global_batch):
-    idx = np.arange(start, start + global_batch)[mine]
-    valid = idx < n
-    idx = np.where(valid, idx, 0)
-    yield {"image": images[idx], "label": labels[idx], "mask": valid}
+  def find_undecodable(self, indices: Sequence[int]) -> Optional[str]:
+    """A description of the first image among `indices` that cannot be decoded."""
+    return None

@@ -7,9 +7,11 @@ import os
 import struct
 import zlib
 
+from absl import logging
 import numpy as np
 
-from bn_inception.data.base import DataError, InMemorySource
+from bn_inception.data.base import DataError
+from bn_inception.data.in_memory import InMemorySource
 from bn_inception.schema import default_data_root
 
 FILES = {
@@ -120,31 +122,37 @@ def resolve_data_dir(data_dir: str) -> str | None:
   return default if os.path.isdir(default) else None
 
 
+def download(config):
+  """The arrays from the tfds download, where no IDX folder is set or found. Refused
+  (DataError) when config.data.download_if_missing is False, and when the download
+  host is unreachable: checked first, since tfds would retry for minutes and create
+  its data folder."""
+  default = os.path.join(default_data_root(), "mnist")
+  if not config.download_if_missing:
+    raise DataError(f"MNIST not found: config.data.data_dir is unset and the default "
+                    f"folder {os.path.abspath(default)} does not exist "
+                    f"(download_if_missing=False). {_HOW_TO_POINT}")
+  host, port = DOWNLOAD_HOST
+  if not reachable():
+    raise DataError(f"MNIST not found in the default folder {os.path.abspath(default)}, "
+                    f"and the tfds download host {host}:{port} is unreachable (no "
+                    f"network?). {_HOW_TO_POINT}")
+  logging.warning("MNIST IDX files not found at %s; falling back to the standard tfds "
+                  "download of 'mnist'. %s", os.path.abspath(default), _HOW_TO_POINT)
+  try:
+    return load_tfds(config.tfds_data_dir or None)
+  except Exception as e:  # tfds raises many kinds; one message is what matters.
+    raise DataError(f"MNIST not found at {os.path.abspath(default)} and the tfds "
+                    f"download failed ({type(e).__name__}: {str(e)[:200]}). "
+                    f"{_HOW_TO_POINT}") from e
+
+
 def create(config) -> InMemorySource:
-  """`config.data` (see schema.mnist_data_config) -> the MNIST source."""
+  """`config.data` (see schema.mnist_data_config) -> the MNIST source: the IDX files,
+  else the tfds download (`download`)."""
   data_dir = resolve_data_dir(config.data_dir)
-  if data_dir is not None:
-    arrays = load_idx_dir(data_dir)
-  else:
-    default = os.path.join(default_data_root(), "mnist")
-    if not config.download_if_missing:
-      raise DataError(f"MNIST not found: config.data.data_dir is unset and the default "
-                      f"folder {os.path.abspath(default)} does not exist "
-                      f"(download_if_missing=False). {_HOW_TO_POINT}")
-    host, port = DOWNLOAD_HOST
-    if not reachable():
-      # Checked before tfds, which would retry for minutes and create its data folder.
-      raise DataError(f"MNIST not found in the default folder {os.path.abspath(default)}, "
-                      f"and the tfds download host {host}:{port} is unreachable (no "
-                      f"network?). {_HOW_TO_POINT}")
-    print(f"MNIST IDX files not found at {os.path.abspath(default)}; falling back to "
-          f"the standard tfds download of 'mnist'. {_HOW_TO_POINT}", flush=True)
-    try:
-      arrays = load_tfds(config.tfds_data_dir or None)
-    except Exception as e:  # tfds raises many kinds; one message is what matters.
-      raise DataError(f"MNIST not found at {os.path.abspath(default)} and the tfds "
-                      f"download failed ({type(e).__name__}: {str(e)[:200]}). "
-                      f"{_HOW_TO_POINT}") from e
+  arrays = load_idx_dir(data_dir) if data_dir is not None else download(config)
+
   def as_nhwc(images):
     return images[..., None]  # (N, 28, 28, 1)
   return InMemorySource(

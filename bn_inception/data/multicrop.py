@@ -28,11 +28,14 @@ one decoded image per in-flight example, never all 144 crops of it.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Tuple
 
 import numpy as np
 
-from bn_inception.data.base import DataError, DataSource
+from bn_inception.data.base import DataSource, ImageSet
+from bn_inception.data.image_readers import (  # noqa: F401 (image sets, for callers)
+    EncodedImageSet, TfRecordImageSet, decode_image as _decode)
+from bn_inception.data.in_memory import ArrayImageSet  # noqa: F401
 
 CROP_SCHEMES = (1, 10, 144)
 PLAN_COLUMNS = ("resized_h", "resized_w", "y", "x", "h", "w", "flip")
@@ -109,122 +112,8 @@ def crop_image(image, row, image_size: int, resize_method: str = "bilinear",
 
 
 # --------------------------------------------------------------------------- full-size images
-
-
-class ImageSet:
-  """The decoded full-size images and labels of one split, for multi-crop evaluation.
-
-  `dataset(indices)` is a tf.data.Dataset of {"image": uint8 [h, w, C] (any h, w),
-  "label": int32} in the order of `indices` (positions 0..num_examples-1).
-  """
-
-  name: str
-  num_examples: int
-  channels: int
-
-  def dataset(self, indices: np.ndarray, num_parallel_calls: int):
-    raise NotImplementedError
-
-  def find_undecodable(self, indices: Sequence[int]) -> Optional[str]:
-    """A description of the first image among `indices` that cannot be decoded."""
-    return None
-
-
-class ArrayImageSet(ImageSet):
-  """Images already in memory (MNIST): uint8 [N, h, w, C]."""
-
-  def __init__(self, images: np.ndarray, labels: np.ndarray, name: str):
-    if images.ndim != 4 or len(images) != len(labels):
-      raise DataError(f"{name}: expected images [N, h, w, C] and N labels, got "
-                      f"{images.shape} and {np.shape(labels)}.")
-    self.images, self.labels = images, np.asarray(labels, np.int32)
-    self.name, self.num_examples, self.channels = name, len(images), images.shape[-1]
-
-  def dataset(self, indices, num_parallel_calls):
-    import tensorflow as tf
-    indices = np.asarray(indices, np.int64)
-    return tf.data.Dataset.from_tensor_slices(
-        {"image": self.images[indices], "label": self.labels[indices]})
-
-
-def _decode(data):
-  import tensorflow as tf
-  image = tf.io.decode_image(data, channels=3, expand_animations=False)
-  image.set_shape([None, None, 3])
-  return image
-
-
-class EncodedImageSet(ImageSet):
-  """Encoded images with random access: an ImageNet FolderReader or ArrayRecordReader."""
-
-  CHUNK = 256  # examples fetched from the reader at a time
-
-  def __init__(self, reader, name: str):
-    self.reader, self.name = reader, name
-    self.num_examples, self.channels = len(reader), 3
-
-  def _load(self, payload):
-    import tensorflow as tf
-    return tf.io.read_file(payload) if self.reader.payload == "path" else payload
-
-  def dataset(self, indices, num_parallel_calls):
-    import tensorflow as tf
-    indices = np.asarray(indices, np.int64)
-
-    def examples() -> Iterator:
-      for start in range(0, len(indices), self.CHUNK):
-        payload, labels = self.reader.fetch(indices[start:start + self.CHUNK])
-        yield from zip(payload, labels)
-
-    ds = tf.data.Dataset.from_generator(examples, output_signature=(
-        tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
-    return ds.map(lambda p, label: {"image": _decode(self._load(p)), "label": label},
-                  num_parallel_calls=num_parallel_calls, deterministic=True)
-
-  def find_undecodable(self, indices):
-    import tensorflow as tf
-    for i in indices:
-      payload, _ = self.reader.fetch(np.asarray([i]))
-      try:
-        _decode(self._load(payload[0]))
-      except tf.errors.OpError as e:
-        return f"{self.reader.name(int(i))} ({type(e).__name__}: {e.message[:200]})"
-    return None
-
-
-class TfRecordImageSet(ImageSet):
-  """A TFDS split prepared as TFRecord, read in file order (positions = record order)."""
-
-  def __init__(self, files: Sequence[str], num_examples: int, name: str):
-    self.files, self.num_examples, self.name, self.channels = list(files), num_examples, name, 3
-
-  def _records(self):
-    import tensorflow as tf
-    from bn_inception.data.imagenet import TfdsStreamingSource
-    return tf.data.TFRecordDataset(self.files).map(TfdsStreamingSource._parse)
-
-  def dataset(self, indices, num_parallel_calls):
-    indices = np.asarray(indices, np.int64)
-    step = int(indices[1] - indices[0]) if len(indices) > 1 else 1
-    if len(indices) and not np.array_equal(indices, indices[0] + step * np.arange(len(indices))):
-      raise ValueError("A streamed TFRecord split is read at evenly spaced positions only.")
-    first = int(indices[0]) if len(indices) else 0
-    ds = self._records().skip(first).shard(step, 0).take(len(indices))
-    return ds.map(lambda data, label: {"image": _decode(data), "label": label},
-                  num_parallel_calls=num_parallel_calls, deterministic=True)
-
-  def find_undecodable(self, indices):
-    import tensorflow as tf
-    wanted = set(int(i) for i in indices)
-    for position, (data, _) in enumerate(self._records().as_numpy_iterator()):
-      if position in wanted:
-        try:
-          _decode(data)
-        except tf.errors.OpError as e:
-          return f"{self.name} record {position} ({type(e).__name__}: {e.message[:200]})"
-      if position >= max(wanted, default=-1):
-        break
-    return None
+# The image sets live beside what they read: base.ImageSet (the interface),
+# in_memory.ArrayImageSet, image_readers.EncodedImageSet and TfRecordImageSet.
 
 
 def image_set(source: DataSource, split: str = "eval") -> ImageSet:

@@ -1,20 +1,21 @@
-"""Model factory: `config.model.name` -> a flax.linen Module called as model(x, train=...).
+"""Models: `config.model.name` -> a flax.linen Module called as model(x, train=...).
 
-Each name's `config.model` section, with its defaults, is in bn_inception/schema.py.
+Each model is one entry of `schema.MODELS` (its config section with defaults and
+allowed values, its builder, what it exempts from weight decay, its classifier);
+this module builds whichever the config names. Adding a model: a module with a
+`create(config.model, norm)` function, and one `Model(...)` line in schema.py.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
-from bn_inception.batchnorm import BATCH_STATS, BatchNorm
+from bn_inception import registry, schema
+from bn_inception.batchnorm import BATCH_STATS
+from bn_inception.models.common import RECORDED, make_norm
 
-# The flax collection a model puts per-example values into when it is mutable, for
-# analysis rather than training (e.g. Figure 1's last-hidden-layer input). The
-# training loop summarises each by config.model.record_percentiles, as
-# eval/probe/<name>/p<q>.
-RECORDED = "probe"
+__all__ = ["RECORDED", "make_norm", "state_variables", "init_variables", "check_fits_data",
+           "create_model", "weight_decay_exempt", "classifier"]
 
 
 def state_variables(state) -> dict:
@@ -24,16 +25,6 @@ def state_variables(state) -> dict:
   if state.batch_stats:
     v[BATCH_STATS] = state.batch_stats
   return v
-
-
-def make_norm(bn_config, group_size: Optional[int], dtype=None) -> Optional[Callable]:
-  """A BatchNorm constructor from `config.bn`, or None when BN is off."""
-  if not bn_config.enabled:
-    return None
-  return functools.partial(
-      BatchNorm, momentum=bn_config.momentum, epsilon=bn_config.epsilon,
-      unbiased_variance=bn_config.unbiased_variance, group_size=group_size,
-      dtype=dtype)
 
 
 def init_variables(model, image_shape, rng) -> dict:
@@ -57,34 +48,22 @@ def check_fits_data(model_config, source) -> None:
                      f"{source.image_shape[:2]} images (config.data.image_size).")
 
 
+def _entry(config) -> registry.Model:
+  return registry.lookup(schema.MODELS, config.model.name, "model.name")
+
+
 def create_model(config, bn_group_size: Optional[int] = None):
   """Build the model named by config.model.name; `bn_group_size` comes from sharding."""
-  name = config.model.name
-  if name == "mlp":
-    from bn_inception.models.mlp import MLP, compute_dtype
-    m = config.model
-    return MLP(hidden_units=tuple(m.hidden_units), num_classes=m.num_classes,
-               activation=m.activation, init_stddev=m.init_stddev,
-               probe_unit=m.probe_unit, norm=make_norm(config.bn, bn_group_size),
-               dtype=compute_dtype(m.dtype))
-  if name == "bn_inception":
-    from bn_inception.models.inception import create_inception
-    return create_inception(config.model, make_norm(config.bn, bn_group_size))
-  if name == "mini_inception":
-    from bn_inception.models.mini_inception import create_mini_inception
-    return create_mini_inception(config.model, make_norm(config.bn, bn_group_size))
-  raise ValueError(f"Unknown model {name!r} (config.model.name); known: mlp, bn_inception, "
-                   "mini_inception.")
+  create = registry.resolve(_entry(config).create)
+  return create(config.model, make_norm(config.bn, bn_group_size))
 
 
 def weight_decay_exempt(config) -> Tuple[str, ...]:
   """Top-level modules of the model whose kernels get no L2 weight decay."""
-  name = config.model.name
-  if name == "bn_inception":
-    from bn_inception.models.inception import weight_decay_exempt as exempt
-    return exempt(config.model)
-  if name == "mini_inception":
-    from bn_inception.models.inception import weight_decay_exempt as exempt
-    from bn_inception.models.mini_inception import mini_table
-    return exempt(config.model, mini_table())
-  return ()
+  exempt = _entry(config).decay_exempt
+  return tuple(registry.resolve(exempt)(config.model)) if exempt else ()
+
+
+def classifier(config) -> str:
+  """The model's output layer (re-initialised when fine-tuning changes the classes)."""
+  return _entry(config).classifier

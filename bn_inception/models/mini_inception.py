@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
-from bn_inception.models.inception import (ConvRow, Inception, InceptionRow, LinearRow,
-                                           PoolRow, Row, build_inception)
+from bn_inception.models import inception
+from bn_inception.models.figure5 import ConvRow, InceptionRow, LinearRow, PoolRow, Row
 
 
 def mini_table() -> Tuple[Row, ...]:
@@ -36,6 +36,11 @@ def mini_table() -> Tuple[Row, ...]:
   )
 
 
-def create_mini_inception(model_config, norm: Optional[Callable]) -> Inception:
+def create_mini_inception(model_config, norm: Optional[Callable]) -> inception.Inception:
   """The reduced network for `config.model` (schema.mini_inception_model_config)."""
-  return build_inception(model_config, norm, mini_table())
+  return inception.build_inception(model_config, norm, mini_table())
+
+
+def weight_decay_exempt(model_config) -> Tuple[str, ...]:
+  """As BN-Inception's (`inception.weight_decay_exempt`), on the reduced table."""
+  return inception.weight_decay_exempt(model_config, mini_table())

@@ -7,25 +7,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from bn_inception.models import RECORDED
-
-ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def activation_fn(name: str) -> Callable:
-  try:
-    return ACTIVATIONS[name]
-  except KeyError:
-    raise ValueError(f"Unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
-
-
-def compute_dtype(name: str):
-  """`config.model.dtype` -> the jnp dtype layers compute in."""
-  try:
-    return DTYPES[name]
-  except KeyError:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, not {name!r}.") from None
+from bn_inception.models.common import RECORDED, activation_fn, compute_dtype
 
 
 class MLP(nn.Module):
@@ -60,3 +42,11 @@ class MLP(nn.Module):
       x = act(x)
     return nn.Dense(self.num_classes, kernel_init=init, dtype=jnp.float32,
                     param_dtype=jnp.float32, name="logits")(x)
+
+
+def create_mlp(model_config, norm: Optional[Callable]) -> MLP:
+  """The MLP for `config.model` (schema.mlp_model_config)."""
+  m = model_config
+  return MLP(hidden_units=tuple(m.hidden_units), num_classes=m.num_classes,
+             activation=m.activation, init_stddev=m.init_stddev, probe_unit=m.probe_unit,
+             norm=norm, dtype=compute_dtype(m.dtype))
