@@ -597,6 +597,10 @@ def create_tfds(config) -> DataSource:
     raise DataError(f"TFDS {config.tfds_name} is not prepared in {data_dir} (no "
                     f"{builder.data_dir}/dataset_info.json; config.data.tfds_data_dir). "
                     f"{_tfds_prepare_help(data_dir, config.tfds_name)}")
+  from bn_inception.data.shard_check import damaged_shards
+  damage = damaged_shards(os.fspath(builder.data_dir))  # prepare_imagenet.py's checksums
+  if damage:
+    raise DataError(damage)
   for split in (config.train_split, config.eval_split):
     if split not in builder.info.splits:
       raise DataError(f"TFDS {config.tfds_name} in {data_dir} has no split {split!r} "
