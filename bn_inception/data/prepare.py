@@ -11,6 +11,9 @@ labels), and writes a TFDS dataset `imagenet_prepared` under the output dir:
                       the skipped (undecodable or truncated) source images
       .prepare/       one record per finished shard (what resuming keeps)
 
+Without a validation folder or held-out fraction the validation split is the
+training images, as in the `imagenet_folder` source: its shards are copies.
+
 The `imagenet_tfds` source opens it by random access (data.tfds_name=
 imagenet_prepared, data.tfds_data_dir=<output>) and checks every shard against
 the manifest once at open (`verify_prepared`).
@@ -34,6 +37,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -137,6 +141,8 @@ def _split_specs(split: str, items: Dict, count: int) -> List[Dict]:
   for k in range(count):
     a, b = int(bounds[k]), int(bounds[k + 1])
     spec = {"split": split, "index": k, "file": shard_file(split, k, count)}
+    if items.get("copy"):  # the same images as the train split's shard k: a copy of it
+      spec["copy_of"] = shard_file("train", k, count)
     if "labels" in items:
       spec.update(kind="folder", root=items["root"], sources=items["sources"][a:b],
                   labels=items["labels"][a:b])
@@ -164,6 +170,8 @@ def _folder_items(input_dir: str, eval_input: str, eval_fraction: float, split_s
     splits[split] = {"root": os.path.abspath(reader.where.split(" (")[0]),
                      "sources": [os.path.abspath(p) for p in paths],
                      "labels": [int(x) for x in reader.labels]}
+  if source.eval_reader is source.train_reader:  # validation = the training images
+    splits["validation"]["copy"] = True
   return splits, names
 
 
@@ -362,11 +370,23 @@ def _run(pending: List, workers: int, records: Dict, directory: str,
     _json(os.path.join(directory, STATE, record["file"] + ".json"), record)
     bar.update(record["images"] + len(record["skipped"]))
 
+  copies = [args for args in pending if "copy_of" in args[0]]
+  pending = [args for args in pending if "copy_of" not in args[0]]
   with bar:
     if workers <= 1:
       for args in pending:
         done(write_shard(*args))
-      return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-      for record in pool.imap_unordered(_write_shard_task, pending):
-        done(record)
+    else:
+      with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for record in pool.imap_unordered(_write_shard_task, pending):
+          done(record)
+    for spec, *_ in copies:
+      done(_copy_shard(spec, directory, records[spec["copy_of"]]))
+
+
+def _copy_shard(spec: Dict, directory: str, original: Dict) -> Dict:
+  """A validation shard holding the same images as a finished train shard."""
+  path = os.path.join(directory, spec["file"])
+  shutil.copyfile(os.path.join(directory, spec["copy_of"]), path + ".tmp")
+  os.replace(path + ".tmp", path)
+  return dict(original, file=spec["file"], split=spec["split"], spec=_digest(spec))
