@@ -178,3 +178,23 @@ def test_bad_arguments_and_a_changed_plan_say_what_to_do(prepared, tmp_path):
     prepare.prepare(str(src), str(tmp_path / "x"), quality=0)
   with pytest.raises(DataError, match="choose a new --output"):
     prepare.prepare(str(src), str(out), side=SIDE + 1, shards=2, workers=1)
+
+
+def test_tfds_imagenet2012_input_keeps_its_splits_and_labels(tmp_path, monkeypatch):
+  from test_imagenet_data import build_fake_imagenet2012
+  import tensorflow_datasets as tfds
+  tfds_dir = str(tmp_path / "tfds")
+  build_fake_imagenet2012(tfds_dir, "array_record", monkeypatch)  # 9 train, 5 validation
+  manifest = prepare.prepare(tfds_dir, str(tmp_path / "out"), side=16, workers=1)
+  assert {k: v["images"] for k, v in manifest["splits"].items()} == {
+      "train": 9, "validation": 5}
+  source = source_of(tmp_path / "out")
+  assert source.num_classes == 1000
+  original = tfds.builder("imagenet2012", data_dir=tfds_dir)
+  for split, reader in (("train", source.train_reader), ("validation", source.eval_reader)):
+    theirs = original.as_data_source(split)
+    expected = sorted((theirs[i]["file_name"], int(theirs[i]["label"]))
+                      for i in range(len(theirs)))
+    ours = sorted((reader.source[i]["file_name"], int(reader.source[i]["label"]))
+                  for i in range(len(reader)))
+    assert ours == expected
