@@ -176,6 +176,8 @@ def test_bad_arguments_and_a_changed_plan_say_what_to_do(prepared, tmp_path):
   src, out, _ = prepared
   with pytest.raises(ValueError, match="quality=0"):
     prepare.prepare(str(src), str(tmp_path / "x"), quality=0)
+  with pytest.raises(DataError, match="missing is not a directory"):
+    prepare.prepare(str(tmp_path / "missing"), str(tmp_path / "x"))
   with pytest.raises(DataError, match="choose a new --output"):
     prepare.prepare(str(src), str(out), side=SIDE + 1, shards=2, workers=1)
 

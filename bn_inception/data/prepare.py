@@ -194,6 +194,10 @@ def make_plan(input_dir: str, shards: int = 0, eval_input: str = "",
               eval_fraction: float = 0.0, split_seed: int = 0):
   """(shard specs of both splits, class names): a pure function of the arguments and
   the input's files, so a rerun finds the same plan."""
+  for path in filter(None, (input_dir, eval_input)):
+    if not os.path.isdir(path):
+      raise DataError(f"{os.path.abspath(path)} is not a directory: give an image folder "
+                      f"<dir>/<synset>/<image> or a TFDS data dir holding imagenet2012.")
   if os.path.isdir(os.path.join(input_dir, "imagenet2012")):
     splits, names = _tfds_items(input_dir)
   else:
@@ -297,10 +301,12 @@ def _check_plan(directory: str, plan: Dict) -> None:
   if os.path.isfile(path):
     with open(path) as f:
       earlier = json.load(f)
-    if earlier != plan:
+    changed = [f"{k} {earlier.get(k)!r} (now {v!r})" for k, v in plan.items()
+               if earlier.get(k) != v]
+    if changed:  # "plan": the input's files, the shard count or the held-out split
       raise DataError(
-          f"{directory} holds a preparation with other arguments or input ({earlier}; now "
-          f"{plan}). Rerun with the earlier arguments to finish it, or choose a new --output.")
+          f"{directory} holds a preparation with other settings: {', '.join(changed)}. "
+          f"Rerun with the earlier ones to finish it, or choose a new --output.")
   os.makedirs(os.path.join(directory, STATE), exist_ok=True)
   _json(path, plan)
 
