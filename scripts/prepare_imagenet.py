@@ -12,12 +12,14 @@ data dir holding a prepared imagenet2012 (its train and validation splits and la
 The output is the TFDS dataset `imagenet_prepared` with manifest.json (counts, side,
 quality, per-shard CRC-32, source, the skipped undecodable images); see
 bn_inception/data/prepare.py. Rerun the same command after an interruption: finished
-shards are checked and kept. Train on it with
+shards are checked and kept (a stop by SIGTERM/SIGINT says so and exits with status 1).
+Train on it with
   --config.data.name=imagenet_tfds --config.data.tfds_name=imagenet_prepared
   --config.data.tfds_data_dir=<output>
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -41,12 +43,18 @@ flags.mark_flags_as_required(["input", "output"])
 
 
 def run():
+  from bn_inception import signals
   from bn_inception.data import prepare
-  m = prepare.prepare(_INPUT.value, _OUTPUT.value, side=_SIDE.value, quality=_QUALITY.value,
-                      shards=_SHARDS.value, workers=_WORKERS.value,
-                      eval_input=_EVAL_INPUT.value, eval_fraction=_EVAL_FRACTION.value,
-                      split_seed=_SPLIT_SEED.value)
   directory = prepare.dataset_dir(_OUTPUT.value)
+  try:
+    m = prepare.prepare(_INPUT.value, _OUTPUT.value, side=_SIDE.value,
+                        quality=_QUALITY.value, shards=_SHARDS.value, workers=_WORKERS.value,
+                        eval_input=_EVAL_INPUT.value, eval_fraction=_EVAL_FRACTION.value,
+                        split_seed=_SPLIT_SEED.value)
+  except signals.Stopped as e:
+    print(f"stopped by {e}: the finished shards in {directory} are kept; rerun the same "
+          f"command to write the rest.", flush=True)
+    sys.exit(1)
   for split, counts in m["splits"].items():
     print(f"{split}: {counts['images']} images in {counts['shards']} shards, "
           f"{counts['skipped']} skipped")
