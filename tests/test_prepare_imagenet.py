@@ -200,3 +200,14 @@ def test_tfds_imagenet2012_input_keeps_its_splits_and_labels(tmp_path, monkeypat
     ours = sorted((reader.source[i]["file_name"], int(reader.source[i]["label"]))
                   for i in range(len(reader)))
     assert ours == expected
+
+
+def test_validation_folder_is_labelled_by_the_training_synsets(tmp_path):
+  src = make_folder(tmp_path / "src")
+  val = tmp_path / "val"
+  os.makedirs(val / SYNSETS[2])
+  Image.new("RGB", (50, 40), (9, 9, 9)).save(val / SYNSETS[2] / "v.JPEG")
+  prepare.prepare(str(src), str(tmp_path / "out"), side=SIDE, workers=1, eval_input=str(val))
+  records = source_of(tmp_path / "out").eval_reader.source
+  assert len(records) == 1 and records[0]["label"] == 2
+  assert records[0]["file_name"] == f"{SYNSETS[2]}/v.JPEG".encode()

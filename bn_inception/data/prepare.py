@@ -163,11 +163,12 @@ def _folder_items(input_dir: str, eval_input: str, eval_fraction: float, split_s
       split_seed=split_seed, image_size=1))
   names = [""] * source.num_classes
   splits = {}
-  for split, reader in zip(SPLITS, (source.train_reader, source.eval_reader)):
+  roots = (input_dir, eval_input or input_dir)
+  for split, reader, root in zip(SPLITS, (source.train_reader, source.eval_reader), roots):
     paths = [str(p) for p in reader.paths]
     for path, label in zip(paths, reader.labels):
       names[label] = os.path.basename(os.path.dirname(path))
-    splits[split] = {"root": os.path.abspath(reader.where.split(" (")[0]),
+    splits[split] = {"root": os.path.abspath(root),
                      "sources": [os.path.abspath(p) for p in paths],
                      "labels": [int(x) for x in reader.labels]}
   if source.eval_reader is source.train_reader:  # validation = the training images
