@@ -17,6 +17,7 @@ from bn_inception.data import imagenet_pipeline as pipeline
 from bn_inception.data.base import DataError, DataSource, process_slice
 from bn_inception.data.image_readers import ArrayRecordReader, TfRecordImageSet, parse_record
 from bn_inception.data.imagenet import RandomAccessImageSource
+from bn_inception.data.shard_check import damaged_shards
 
 
 class TfdsStreamingSource(pipeline.ImageNetSource):
@@ -174,6 +175,9 @@ def create_tfds(config) -> DataSource:
     raise DataError(f"TFDS {config.tfds_name} is not prepared in {data_dir} (no "
                     f"{builder.data_dir}/dataset_info.json; config.data.tfds_data_dir). "
                     f"{_tfds_prepare_help(data_dir, config.tfds_name)}")
+  damage = damaged_shards(os.fspath(builder.data_dir))  # prepare_imagenet.py's checksums
+  if damage:
+    raise DataError(damage)
   for split in (config.train_split, config.eval_split):
     if split not in builder.info.splits:
       raise DataError(f"TFDS {config.tfds_name} in {data_dir} has no split {split!r} "
