@@ -165,7 +165,8 @@ def metadata(network: Network, fmt: str, checked: dict) -> dict:
       "source": {"workdir": os.path.abspath(network.workdir), "step": network.step,
                  "checksums_crc32": network.checksums},
       "input": {"name": formats.INPUT_NAME, "shape": [None, *network.image_shape],
-                "dtype": "uint8", "layout": "NHWC, RGB, values 0..255",
+                "dtype": "uint8", "values": "0..255",
+                "layout": "NHWC, " + ("RGB" if network.image_shape[2] == 3 else "greyscale"),
                 "batch": "free (symbolic)"},
       "normalisation": {"formula": "(x / 255 - mean) / std, inside the export",
                         "mean": list(data.mean), "std": list(data.std)},
@@ -224,6 +225,9 @@ def export(workdir: str, fmt: str, output: str, overwrite: bool = False,
   parent = os.path.dirname(os.path.abspath(output))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.tmp-")
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 -> what a plain mkdir would give
   try:
     formats.WRITE[fmt](fn, network.variables, spec, tmp)
     meta = metadata(network, fmt, _verify(fmt, tmp, fn, network, num_samples))
