@@ -17,32 +17,25 @@ import jax
 import numpy as np
 import pytest
 
-from bn_inception import export, models, train
+from bn_inception import cli, export, train
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.export import formats, onnx_graph
-from configs import mnist_fig1
+from test_evaluate import _flip_a_byte, _mnist_config  # noqa: E402  (tests/ is on sys.path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = 0.1307, 0.3081  # not the default (0, 1): the normalisation must be inside
 
 
-def _config():
-  c = mnist_fig1.get_config()
-  c.model.hidden_units = (32, 32)
-  c.bn.momentum = 0.5  # moving statistics far from their (0, 1) start after 20 steps
-  c.data.mean, c.data.std = (MEAN,), (STD,)
-  c.train.num_steps = 20
-  c.train.eval_every = 0
-  c.train.eval_at_start = False
-  c.train.log_every = 10
-  c.train.checkpoint_every = 10
-  return c
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("mnist") / "mlp")
-  train.train_and_evaluate(_config(), path)
+  """test_evaluate's 20-step MLP (BN statistics far from their start), trained once
+  for the module with a normalisation other than the default (0, 1) and
+  checkpoints at steps 10 and 20."""
+  config = _mnist_config()
+  config.data.mean, config.data.std = (MEAN,), (STD,)
+  config.train.checkpoint_every = 10
+  path = str(tmp_path_factory.mktemp("export") / "mlp")
+  train.train_and_evaluate(config, path)
   return path
 
 
@@ -118,6 +111,24 @@ def test_normalisation_and_bn_statistics_matter(network):
   assert np.abs(moved - logits).max() > 1e-2
 
 
+def test_bf16_run_exports_in_float32_unless_asked(workdir, tmp_path):
+  bf16 = str(tmp_path / "bf16")
+  shutil.copytree(workdir, bf16)
+  path = os.path.join(bf16, "config.json")
+  saved = json.load(open(path))
+  saved["model"]["dtype"] = "bfloat16"  # as trained in bf16 (params are float32 either way)
+  json.dump(saved, open(path, "w"))
+  images = np.zeros((2, 28, 28, 1), np.uint8)
+  for asked, computes_in_bf16 in (("float32", False), ("bfloat16", True)):
+    network = export.restore(bf16, asked)
+    jaxpr = str(jax.make_jaxpr(export.inference_fn(network))(network.variables, images))
+    assert ("bf16" in jaxpr) == computes_in_bf16
+  meta = export.export(bf16, "stablehlo", str(tmp_path / "out"), dtype="bfloat16",
+                       network=network)
+  assert meta["compute_dtype"] == "bfloat16" and meta["config"]["model"]["dtype"] == "bfloat16"
+  assert meta["agreement_with_jax"]["tolerance"] == 1e-2
+
+
 def test_a_mismatch_is_an_error_and_leaves_nothing(workdir, network, tmp_path, monkeypatch):
   def wrong(fn, variables, spec, directory):
     shifted = jax.tree.map(lambda x: x * 1.001, variables)  # a converter that is slightly off
@@ -155,14 +166,7 @@ def test_damaged_checkpoint_is_refused(workdir, tmp_path):
   """The restore is evaluation's verified one: flipped bytes are an error, not numbers."""
   rotten = str(tmp_path / "rotten")
   shutil.copytree(workdir, rotten)
-  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(rotten, "checkpoints", "20"))
-           for f in fs if os.sep + "d" + os.sep in os.path.join(d, f)]
-  biggest = max(files, key=os.path.getsize)
-  with open(biggest, "r+b") as f:
-    f.seek(os.path.getsize(biggest) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 0xFF]))
+  _flip_a_byte(rotten, 20)
   with pytest.raises(CheckpointError, match=r"step 20 .*unusable .*checksum mismatch"):
     export.export(rotten + "@20", "stablehlo", str(tmp_path / "out"))
   assert not os.path.exists(tmp_path / "out")
@@ -173,12 +177,17 @@ def test_unsupported_primitive_is_named():
     onnx_graph.to_onnx(lambda x: {"y": jax.numpy.cumsum(x, axis=1)}, (4,), np.float32)
 
 
-def _script(*args):
-  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export.py"), *args],
-                        capture_output=True, text=True, timeout=300)
+def _one_error_line(capsys, fn, *args, **kwargs) -> str:
+  """cli.run_main, as scripts/export.py runs the export: exit status 2, one error line."""
+  with pytest.raises(SystemExit) as exit_:
+    cli.run_main(fn, *args, **kwargs)
+  assert exit_.value.code == 2
+  errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1
+  return errors[0]
 
 
-def test_script_bad_input_is_one_error_line_and_writes_nothing(workdir, tmp_path):
+def test_bad_input_is_one_error_line_and_writes_nothing(workdir, tmp_path, capsys):
   empty = tmp_path / "empty"
   empty.mkdir()
   shutil.copy(os.path.join(workdir, "config.json"), empty)
@@ -186,22 +195,26 @@ def test_script_bad_input_is_one_error_line_and_writes_nothing(workdir, tmp_path
   existing = tmp_path / "existing"
   existing.mkdir()
   cases = [
-      (["--workdir=" + workdir, "--format=tflite", "--output=" + out],
+      ((workdir, "tflite", out),
        "error: --format='tflite' is not an export format; known: stablehlo, savedmodel, onnx."),
-      (["--workdir=" + str(empty), "--format=onnx", "--output=" + out],
-       f"error: {empty} has no checkpoint (no step folders in"),
-      (["--workdir=" + workdir, "--format=onnx", "--output=" + str(existing)],
+      ((str(empty), "onnx", out), f"error: {empty} has no checkpoint (no step folders in"),
+      ((str(tmp_path / "nowhere"), "onnx", out), f"error: {tmp_path / 'nowhere'} has no "
+       "config.json"),
+      ((workdir, "onnx", str(existing)),
        f"error: --output={existing} exists; give --overwrite to replace it."),
-      (["--workdir=" + workdir + "@7", "--format=onnx", "--output=" + out],
-       "error: No checkpoint at step 7 in"),
+      ((workdir + "@7", "onnx", out), "error: No checkpoint at step 7 in"),
   ]
   for args, message in cases:
-    result = _script(*args)
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(message), result.stderr
+    assert _one_error_line(capsys, export.export, *args).startswith(message)
+  assert _one_error_line(capsys, export.export, workdir, "onnx", out, dtype="float16") == (
+      "error: --dtype='float16': give one of float32, bfloat16.")
   assert sorted(os.listdir(tmp_path)) == ["empty", "existing"]
   assert os.listdir(existing) == []
+
+
+def _script(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "export.py"), *args],
+                        capture_output=True, text=True, timeout=300)
 
 
 def test_script_exports_and_reports(workdir, tmp_path):
@@ -211,3 +224,70 @@ def test_script_exports_and_reports(workdir, tmp_path):
   assert f"exported {workdir} step 10 as stablehlo (float32) to {out}" in result.stdout
   assert "top-5 identical 8/8" in result.stdout
   assert json.load(open(os.path.join(out, "export.json")))["source"]["step"] == 10
+  result = _script("--workdir=" + workdir, "--format=tflite", "--output=" + out)
+  assert result.returncode == 2
+  assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+      "error: --format='tflite' is not an export format; known: stablehlo, savedmodel, onnx."]
+
+
+def _tfslim_checkpoint(path: str, images: np.ndarray) -> np.ndarray:
+  """A TF-slim inception_v2 checkpoint (1001 classes, 224 px; BN statistics moved
+  off (0, 1) so inference-mode BN matters) and TF-slim's own logits on `images`."""
+  import tensorflow as tf
+  from test_tfslim_import import _tfslim_modules  # TF-slim under TF 2.21
+  from tf_slim.ops.arg_scope import arg_scope_func_key
+  slim, inception_v2 = _tfslim_modules()
+  rng = np.random.default_rng(0)
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.set_random_seed(0)
+    x = tf.compat.v1.placeholder(tf.float32, [None, 224, 224, 3])
+    with slim.arg_scope(inception_v2.inception_v2_arg_scope()) as scope:
+      bn = dict(scope[arg_scope_func_key(slim.conv2d)]["normalizer_params"],
+                updates_collections=None)
+      with slim.arg_scope([slim.conv2d], normalizer_params=bn):
+        logits, _ = inception_v2.inception_v2(x, num_classes=1001, is_training=False)
+    with tf.compat.v1.Session(graph=graph) as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      for v in tf.compat.v1.global_variables():
+        name, value = v.op.name, sess.run(v)
+        if name.endswith("moving_mean"):
+          value = rng.normal(0.0, 0.2, value.shape)
+        elif name.endswith("moving_variance"):
+          value = np.exp(rng.uniform(np.log(0.5), np.log(2.0), value.shape))
+        elif name.endswith(("beta", "biases")):
+          value = rng.normal(0.0, 0.2, value.shape)
+        v.load(value.astype(np.float32), sess)
+      out = sess.run(logits, {x: images.astype(np.float32) / 255.0 * 2.0 - 1.0})
+      tf.compat.v1.train.Saver().save(sess, path)
+  return out[:, 1:]  # TF-slim's class i + 1 is our label i
+
+
+@pytest.mark.slow
+def test_bn_inception_224_imported_from_tfslim_exports_to_every_format(tmp_path):
+  """The whole path for the reference network: TF-slim checkpoint -> imported
+  workdir -> each format, whose own runtime reproduces TF-slim's logits."""
+  from bn_inception import tfslim
+  from configs import bn_x30
+  images = export.sample_images((224, 224, 3), 4, seed=3)
+  theirs = _tfslim_checkpoint(str(tmp_path / "inception_v2.ckpt"), images)
+  config = bn_x30.get_config()                 # 224 px, 1000 classes, [-1, 1] inputs
+  assert tuple(config.data.mean) == tuple(config.data.std) == (0.5, 0.5, 0.5)
+  config.model.dtype = "bfloat16"              # as for bf16 training: exported in float32
+  workdir = str(tmp_path / "imported")
+  tfslim.import_checkpoint(str(tmp_path / "inception_v2.ckpt"), workdir, config)
+  network = export.restore(workdir)
+  assert network.image_shape == (224, 224, 3) and network.step == 0
+  assert network.dtype == "float32"
+  for fmt in formats.FORMATS:
+    output = str(tmp_path / fmt)
+    meta = export.export(workdir, fmt, output, network=network, num_samples=4)
+    checked = meta["agreement_with_jax"]
+    assert checked["top5_identical"] == "4/4"
+    assert max(checked["logits_relative_error"], checked["probabilities_relative_error"]) < 1e-5
+    assert "ILSVRC-2012" in meta["classes"]["order"]
+    logits, probabilities = _load_and_run(fmt, output, images)
+    assert logits.shape == (4, 1000) and np.std(theirs) > 0.1
+    assert np.abs(logits - theirs).max() / np.abs(theirs).max() < 1e-5, fmt
+    np.testing.assert_array_equal(np.argsort(-logits)[:, :5], np.argsort(-theirs)[:, :5])
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)

@@ -65,12 +65,16 @@ class Network:
     return (size, size, len(self.config.data.mean))
 
 
+def check_dtype(dtype: str) -> None:
+  if dtype not in DTYPES:
+    raise ExportError(f"--dtype={dtype!r}: give one of {', '.join(DTYPES)}.")
+
+
 def restore(workdir_text: str, dtype: str = "float32") -> Network:
   """`dir` or `dir@STEP` -> its network with the variables of the newest usable
   checkpoint (or STEP), read and verified by checkpoint.Checkpointer."""
   from bn_inception import models, sharding
-  if dtype not in DTYPES:
-    raise ExportError(f"--dtype={dtype!r}: give one of {', '.join(DTYPES)}.")
+  check_dtype(dtype)
   workdir, step = ckpt_lib.split_step(workdir_text)
   config = ckpt_lib.read_config(workdir)
   if not ckpt_lib.finished_steps(workdir):
@@ -211,6 +215,7 @@ def export(workdir: str, fmt: str, output: str, overwrite: bool = False,
            network: Optional[Network] = None) -> dict:
   """Export `workdir` (`dir` or `dir@STEP`) to `output` (a folder) in format `fmt`;
   the metadata written beside it. `network`: an already restored one to reuse."""
+  check_dtype(dtype)
   check_format(fmt, dtype)
   if os.path.lexists(output) and not overwrite:
     raise ExportError(f"--output={output} exists; give --overwrite to replace it.")
