@@ -139,6 +139,18 @@ def test_a_mismatch_is_an_error_and_leaves_nothing(workdir, network, tmp_path, m
   assert os.listdir(tmp_path) == []
 
 
+def test_agreement_refuses_nan_and_a_changed_top5():
+  logits = np.array([[6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+  want = {"logits": logits, "probabilities": np.asarray(jax.nn.softmax(logits))}
+  assert export.agreement(want, want, "float32")["top5_identical"] == "1/1"
+  nan = dict(want, logits=logits * np.nan)
+  with pytest.raises(export.ExportError, match="relative error nan"):
+    export.agreement(nan, want, "float32")
+  swapped = dict(want, logits=logits[:, [0, 1, 2, 3, 5, 4, 6]])  # ranks 5 and 6 swapped
+  with pytest.raises(export.ExportError, match="top-5 identical on 0/1"):
+    export.agreement(swapped, want, "bfloat16")
+
+
 def test_overwrite_replaces_only_after_success(workdir, network, tmp_path):
   output = tmp_path / "out"
   output.mkdir()

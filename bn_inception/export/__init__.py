@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception.export import formats
 from bn_inception.export.formats import FILES, FORMATS, ExportError, check_format
 
 DTYPES = ("float32", "bfloat16")
@@ -139,7 +140,7 @@ def agreement(got: Dict[str, np.ndarray], want: Dict[str, np.ndarray], dtype: st
   same = np.all(top(np.asarray(got["logits"])) == top(np.asarray(want["logits"])), axis=-1)
   out["top5_identical"] = f"{int(same.sum())}/{len(same)}"
   worst = max(out["logits_relative_error"], out["probabilities_relative_error"])
-  if worst >= TOLERANCE[dtype] or not same.all():
+  if not worst < TOLERANCE[dtype] or not same.all():  # NaN is a mismatch too
     raise ExportError(f"the export disagrees with the JAX model: relative error {worst:.3g} "
                       f"(tolerance {TOLERANCE[dtype]:g}), top-5 identical on "
                       f"{out['top5_identical']} sample images. Nothing was written.")
@@ -162,7 +163,6 @@ def class_order(config) -> dict:
 
 
 def metadata(network: Network, fmt: str, checked: dict) -> dict:
-  from bn_inception.export import formats
   data = network.config.data
   return {
       "format": fmt, "file": FILES[fmt],
@@ -186,7 +186,6 @@ def metadata(network: Network, fmt: str, checked: dict) -> dict:
 def _verify(fmt: str, directory: str, fn: Callable, network: Network,
             num_samples: int) -> dict:
   """Run the artefact in its own runtime on a batch and on one image; compare with JAX."""
-  from bn_inception.export import formats
   images = sample_images(network.image_shape, num_samples)
   want = jax.device_get(jax.jit(fn)(network.variables, images))
   got = formats.RUN[fmt](directory, images)
@@ -206,8 +205,10 @@ def _replace(tmp: str, output: str) -> None:
     old = tmp + "-old"
     os.rename(output, old)
   os.rename(tmp, output)
-  if old:
-    shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+  if old and os.path.isdir(old):
+    shutil.rmtree(old)
+  elif old:
+    os.remove(old)
 
 
 def export(workdir: str, fmt: str, output: str, overwrite: bool = False,
@@ -223,7 +224,6 @@ def export(workdir: str, fmt: str, output: str, overwrite: bool = False,
     raise ExportError(f"num_samples={num_samples} must be positive.")
   if network is None or network.dtype != dtype:
     network = restore(workdir, dtype)
-  from bn_inception.export import formats
   fn = inference_fn(network)
   batch, = jax.export.symbolic_shape("batch")
   spec = jax.ShapeDtypeStruct((batch, *network.image_shape), jnp.uint8)
