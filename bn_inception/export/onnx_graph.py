@@ -25,7 +25,7 @@ OPSET = 17
 _ELEMENTWISE = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "max": "Max",
                 "min": "Min", "pow": "Pow", "exp": "Exp", "log": "Log", "tanh": "Tanh",
                 "logistic": "Sigmoid", "neg": "Neg", "abs": "Abs", "sqrt": "Sqrt",
-                "stop_gradient": "Identity", "copy": "Identity", "copy_p": "Identity"}
+                "stop_gradient": "Identity", "copy": "Identity"}
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
           "remat", "checkpoint")
 
