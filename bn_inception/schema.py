@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Callable, Dict, Mapping, Union
+from typing import Any, Callable, Dict, List, Mapping, Union
 
 import ml_collections
 
@@ -137,9 +137,6 @@ def mlp_model_config(**overrides) -> ConfigDict:
   m.activation = "sigmoid"         # 'sigmoid' | 'relu' | 'tanh'
   m.init_stddev = 0.01             # weights ~ N(0, init_stddev^2): "small random Gaussian values"
   m.probe_unit = 0                 # the unit of the last hidden layer recorded (Fig. 1(b, c))
-  # What the training loop reports of the recorded values at each evaluation:
-  # these percentiles over the eval set (Fig. 1(b, c): the 15th, 50th and 85th).
-  m.record_percentiles = (15, 50, 85)
   return _override(m, "mlp_model_config", overrides)
 
 
@@ -258,7 +255,89 @@ def run_config(data: ConfigDict, model: ConfigDict) -> ConfigDict:
   c.data = data
   c.optim = optim_config()
   c.train = train_config()
+  c.evals = evals_config()
   return c
+
+
+# --------------------------------------------------------------------------- evaluations
+
+# `config.evals[name] = {type, fields}`: what the training loop evaluates every
+# train.eval_every steps, one entry per evaluator (bn_inception/evaluators/<type>.py);
+# its metrics are written as eval/<metric>. Each type's fields with their defaults:
+EVAL_TYPES: Dict[str, Dict[str, Any]] = {
+    # accuracy, loss, top5_accuracy, nonfinite_fraction, num_examples over every eval
+    # example once (central crop, the last batch padded and masked).
+    "classification": {},
+    # Percentiles over the eval set of every value the model records (models.RECORDED),
+    # as probe/<name>/p<q>; Fig. 1(b, c): the 15th, 50th and 85th.
+    "percentiles": {"percentiles": (15, 50, 85)},
+    # Offline only (scripts/evaluate.py): `crops` crops per example (1, 10, 144),
+    # probabilities averaged over crops and networks; batch_size counts crops.
+    "multicrop": {"crops": (1,), "batch_size": 256},
+}
+OFFLINE_EVAL_TYPES = ("multicrop",)
+CROP_SCHEMES = (1, 10, 144)
+_EVAL_FIELD_RULES: Dict[str, Callable[[Any], bool]] = {  # field -> is the value allowed
+    "percentiles": lambda v: len(v) > 0 and all(
+        isinstance(q, (int, float)) and not isinstance(q, bool) and 0 <= q <= 100 for q in v),
+    "crops": lambda v: len(v) > 0 and all(c in CROP_SCHEMES for c in v),
+    "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+}
+_EVAL_FIELD_MEANING = {"percentiles": "numbers in [0, 100]",
+                       "crops": f"crop schemes among {CROP_SCHEMES}",
+                       "batch_size": "a positive number of crops per global batch"}
+
+
+def eval_config(type_name: str, **overrides) -> ConfigDict:
+  """One `config.evals` entry of evaluator type `type_name`, with its defaults."""
+  if type_name not in EVAL_TYPES:
+    raise KeyError(f"Unknown evaluator type {type_name!r}; known: {sorted(EVAL_TYPES)}.")
+  e = ConfigDict({"type": type_name, **EVAL_TYPES[type_name]})
+  return _override(e, f"eval_config({type_name!r})", overrides)
+
+
+def evals_config() -> ConfigDict:
+  """`config.evals`: the whole-eval-split classification metrics and Figure 1's probe
+  (which reports nothing for a model that records nothing)."""
+  e = ConfigDict()
+  e.eval = eval_config("classification")
+  e.probe = eval_config("percentiles")
+  return e
+
+
+def eval_problems(evals, offline: bool = False) -> List[str]:
+  """One line per bad entry of a `config.evals` section (empty: valid). The training
+  loop (offline=False) refuses the offline-only types."""
+  out = []
+  for name, entry in evals.items():
+    where, type_name = f"config.evals.{name}", entry["type"] if "type" in entry else None
+    if type_name not in EVAL_TYPES:
+      out.append(f"{where}.type={type_name!r} is not an evaluator type; known: "
+                 f"{', '.join(sorted(EVAL_TYPES))}.")
+      continue
+    if type_name in OFFLINE_EVAL_TYPES and not offline:
+      out.append(f"{where}.type={type_name!r} runs offline (scripts/evaluate.py), not in the "
+                 f"training loop.")
+    fields = EVAL_TYPES[type_name]
+    for field in sorted(set(entry) - set(fields) - {"type"}):
+      out.append(f"{where}.{field} is not a field of a {type_name!r} evaluator; fields: "
+                 f"{', '.join(sorted(fields)) or 'none'}.")
+    for field in sorted(set(entry) & set(fields)):
+      if not _EVAL_FIELD_RULES[field](entry[field]):
+        out.append(f"{where}.{field}={entry[field]!r} must be {_EVAL_FIELD_MEANING[field]}.")
+  return out
+
+
+def _moved_to_evals(saved: Dict[str, Any]) -> Dict[str, Any]:
+  """A saved config from before `config.evals`: its `model.record_percentiles` (the
+  loop's probe summary) becomes the probe evaluator's `percentiles`."""
+  model = saved.get("model", {})
+  if "evals" in saved or "record_percentiles" not in model:
+    return saved
+  evals = evals_config()
+  evals.probe.percentiles = tuple(model["record_percentiles"])
+  model = {k: v for k, v in model.items() if k != "record_percentiles"}
+  return {**saved, "model": model, "evals": evals.to_dict()}
 
 
 DATA_SECTIONS: Dict[str, Callable[[], ConfigDict]] = {
@@ -307,6 +386,7 @@ def upgrade(config: Union[ConfigDict, Mapping[str, Any]]) -> ConfigDict:
   has are kept as saved. Raises ValueError for an unknown data or model name.
   """
   saved = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+  saved = _moved_to_evals(saved)
   data = DATA_SECTIONS[_section_name(saved, "data", DATA_SECTIONS)]()
   model = MODEL_SECTIONS[_section_name(saved, "model", MODEL_SECTIONS)]()
   out = run_config(data, model)
