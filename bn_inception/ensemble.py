@@ -172,7 +172,7 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
 def check_compatible(members: Sequence[Member]):
   """Refuse an ensemble whose members cannot be averaged crop by crop."""
   if not members:
-    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+    raise ValueError("No ensemble members.")
   first = members[0]
   for m in members[1:]:
     checks = (("architecture (config.model.name)", m.config.model.name, first.config.model.name),
@@ -196,7 +196,7 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
   """Load the members and evaluate each crop scheme (`on_result(result)` as each
   finishes); write <output_dir>/report.json and report.md when given; return the report."""
   if not specs:
-    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+    raise ValueError("No ensemble members.")
   if population_stats_batches < 0:
     raise ValueError(f"population_stats_batches={population_stats_batches} must be >= 0.")
   if mesh is None:  # multi-host evaluation starts like training (config.distributed)

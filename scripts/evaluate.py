@@ -60,8 +60,8 @@ def submit_as_job() -> None:
         f"report: {os.path.join(os.path.abspath(output_dir), 'report.md')} (and report.json)")
 
 
-def crops_flag():
-  """--crops as crop schemes, refused in the flag's words."""
+def checked_crops():
+  """--crops as crop schemes; bad flag values refused in the flags' words."""
   from bn_inception import schema
   try:
     crops = [int(c) for c in _CROPS.value]
@@ -71,6 +71,9 @@ def crops_flag():
     raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.")
   if _POP.value < 0:
     raise ValueError(f"--population_stats_batches={_POP.value} must be >= 0.")
+  if _BATCH.value <= 0:
+    raise ValueError(f"--batch_size={_BATCH.value} counts crops per global batch: give a "
+                     f"positive multiple of the device count.")
   return crops
 
 
@@ -85,7 +88,9 @@ def run():
            for w in ensemble.expand_workdirs(_WORKDIRS.value)]
   if _ENSEMBLE.value:
     specs += ensemble.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
-  crops = crops_flag()
+  if not specs:
+    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+  crops = checked_crops()
   if flags.FLAGS.launcher == "slurm":  # crops and members' configs checked here first
     from bn_inception import checkpoint
     for spec in specs:
