@@ -24,9 +24,12 @@ class Evaluator:
     self._record_fn = record_fn
     self._example = jax.ShapeDtypeStruct((1, *image_shape), jnp.uint8)
     self._step = common.jit_on_mesh(lambda v, batch: record_fn(v, batch["image"]), mesh)
+    self._records = None  # whether the model records anything (found out once)
 
   def run(self, variables) -> Dict[str, float]:
-    if not jax.eval_shape(self._record_fn, variables, self._example):
+    if self._records is None:
+      self._records = bool(jax.eval_shape(self._record_fn, variables, self._example))
+    if not self._records:
       return {}
     recorded, masks = [], []
     for batch in common.global_batches(self.batches(), self.mesh):
