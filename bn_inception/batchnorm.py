@@ -161,3 +161,16 @@ def _merge(stats, moments):
       out[key] = _merge(stats[key], value)
     return out
   return jnp.asarray(moments, jnp.asarray(stats).dtype)
+
+
+def statistics_change_on_resume(stats_mode: str, global_batch: int, saved_devices: int,
+                                devices: int) -> Optional[str]:
+  """Why a run resumed on `devices` that was trained on `saved_devices` normalises over
+  other examples than before (None: it does not). Only config.bn.stats_mode='per_device'
+  follows the device count (sharding.bn_group_size); 'group' keeps it fixed."""
+  if stats_mode != "per_device" or saved_devices == devices:
+    return None
+  return (f"Resuming a bn.stats_mode='per_device' run on {devices} devices that was trained "
+          f"on {saved_devices}: BN statistics now cover {global_batch // devices} instead of "
+          f"{global_batch // saved_devices} examples. Use stats_mode='group' to keep them "
+          f"fixed across device counts.")

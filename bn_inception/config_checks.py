@@ -64,9 +64,35 @@ def field_problems(config) -> List[str]:
   return out
 
 
-# Each check: config -> problem lines. A section with checks of its own beyond its
-# fields' rules (e.g. `config.evals`) adds its function here.
-SECTION_CHECKS: Tuple[Callable[..., List[str]], ...] = (field_problems,)
+def eval_problems(evals, offline: bool = False) -> List[str]:
+  """One line per bad entry of a `config.evals` section (schema.EVAL_TYPES): an
+  unknown type or field, a value its rule refuses, or (offline=False, the training
+  loop) a type that runs only offline."""
+  out = []
+  for name, entry in evals.items():
+    where, type_name = f"evals.{name}", entry["type"] if "type" in entry else None
+    if type_name not in schema.EVAL_TYPES:
+      out.append(f"config.{where}.type={type_name!r} is not an evaluator type; known: "
+                 f"{', '.join(sorted(schema.EVAL_TYPES))}.")
+      continue
+    if type_name in schema.OFFLINE_EVAL_TYPES and not offline:
+      out.append(f"config.{where}.type={type_name!r} runs offline (scripts/evaluate.py), "
+                 f"not in the training loop.")
+    defaults, rules = schema.EVAL_TYPES[type_name]
+    for field in sorted(set(entry) - set(defaults) - {"type"}):
+      out.append(f"config.{where}.{field} is not a field of a {type_name!r} evaluator; "
+                 f"fields: {', '.join(sorted(defaults)) or 'none'}.")
+    for field in sorted(set(entry) & set(rules)):
+      problem = rules[field].problem(f"{where}.{field}", entry[field], None)
+      if problem:
+        out.append(problem)
+  return out
+
+
+# Each check: config -> problem lines; a section with checks beyond its fields' rules
+# adds its function here.
+SECTION_CHECKS: Tuple[Callable[..., List[str]], ...] = (
+    field_problems, lambda config: eval_problems(config.evals))
 
 
 def problems(config) -> List[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Union
 
-from bn_inception.schema import DATASETS, MODELS, ConfigDict, run_config
+from bn_inception.schema import DATASETS, MODELS, ConfigDict, evals_config, run_config
 
 # What a config saved before a field existed did, where that differs from the
 # field's default now (every other absent field takes the schema default, which
@@ -42,6 +42,7 @@ def upgrade(config: Union[ConfigDict, Mapping[str, Any]]) -> ConfigDict:
   has are kept as saved. Raises ValueError for an unknown data or model name.
   """
   saved = config.to_dict() if isinstance(config, ConfigDict) else dict(config)
+  saved = _moved_to_evals(saved)
   data = DATASETS[_section_name(saved, "data", DATASETS)].section()
   model = MODELS[_section_name(saved, "model", MODELS)].section()
   out = run_config(data, model)
@@ -51,6 +52,18 @@ def upgrade(config: Union[ConfigDict, Mapping[str, Any]]) -> ConfigDict:
         out[section][field] = value(saved) if callable(value) else value
   _merge(out, saved, "")
   return out
+
+
+def _moved_to_evals(saved: Dict[str, Any]) -> Dict[str, Any]:
+  """A saved config from before `config.evals`: its `model.record_percentiles` (the
+  loop's probe summary) becomes the probe evaluator's `percentiles`."""
+  model = saved.get("model", {})
+  if "evals" in saved or "record_percentiles" not in model:
+    return saved
+  evals = evals_config()
+  evals.probe.percentiles = tuple(model["record_percentiles"])
+  model = {k: v for k, v in model.items() if k != "record_percentiles"}
+  return {**saved, "model": model, "evals": evals.to_dict()}
 
 
 def _merge(target: ConfigDict, saved: Mapping[str, Any], where: str) -> None:

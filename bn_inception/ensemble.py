@@ -3,8 +3,9 @@
 Each member is a training workdir (`dir` or `dir@STEP`): its config.json rebuilds
 the model and data source and its checkpoint (newest usable, or the step asked
 for) gives the variables, read through `checkpoint.Checkpointer` like every
-restore. The numeric core (crops -> probabilities -> averages -> top-k) is
-`evaluate.py`, which sees each member only as a predict_fn.
+restore. The numeric core (crops -> probabilities -> averages -> top-k) is the
+multicrop evaluator (bn_inception/evaluators/multicrop.py), which sees each member
+only as a predict_fn; the report's tables and files are bn_inception/eval_report.py.
 
 Members must share the architecture (`model.name`), the class count and the
 input resolution (crops are shared); they may differ in anything else (init
@@ -17,23 +18,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import logging
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import config_checks, eval_report
 from bn_inception import overrides as overrides_lib
-from bn_inception import progress, sharding
-from bn_inception.batchnorm import BATCH_STATS, population_statistics
+from bn_inception import population, progress, sharding
+from bn_inception.batchnorm import BATCH_STATS
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import multicrop
-from bn_inception.evaluate import (Geometry, against_best_member_line, evaluate,
-                                   format_table, paper_rows, write_report)
+from bn_inception.evaluators import common
+from bn_inception.evaluators import multicrop as multicrop_eval
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +113,6 @@ def member_names(specs: Sequence[MemberSpec]) -> List[str]:
   return out
 
 
-def probabilities(variables, images, *, apply_fn: Callable, normalize: Callable):
-  """Softmax probabilities of a batch of uint8 crops (inference-mode BN, Alg. 2)."""
-  logits = apply_fn(variables, normalize(images), train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-
 def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = (),
                 population_stats_batches: int = 0) -> Member:
   """A workdir's network for inference: its config.json rebuilds the model and the
@@ -128,8 +122,7 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   from bn_inception import models
   from bn_inception.data import create_source
   who = f"Member {name} ({spec.workdir})"
-  config = overrides_lib.apply_text(ckpt_lib.read_config(spec.workdir), overrides,
-                                    sections=("data", "train"), flag="--override=")
+  config = member_config(spec, overrides)
   if not ckpt_lib.finished_steps(spec.workdir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
                           f"in {os.path.join(spec.workdir, ckpt_lib.CHECKPOINT_DIR)}); train "
@@ -158,13 +151,15 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   used_batches = 0
   if population_stats_batches:
     if BATCH_STATS in variables:  # Alg. 2, step 10: exact averages over training batches
-      variables = population_statistics_of(model, variables, source, config, mesh,
-                                            population_stats_batches, name)
+      from bn_inception import train
+      variables = population.population_statistics_of(
+          model.apply, source, config, variables, mesh, population_stats_batches,
+          train.dropout_rng(config.seed), label=f"population statistics {name}")
       used_batches = population_stats_batches
     else:
       logging.warning("member %s has no BN layers: no population statistics to compute", name)
-  predict = jax.jit(functools.partial(probabilities, apply_fn=model.apply,
-                                      normalize=source.normalize),
+  network = common.Network(model.apply, source.normalize, tuple(source.image_shape))
+  predict = jax.jit(common.probabilities_fn(network),
                     in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                     out_shardings=sharding.batch_sharding(mesh))
   return Member(name=name, workdir=spec.workdir, step=step, config=config,
@@ -173,29 +168,10 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
                 population_stats_batches=used_batches)
 
 
-def population_statistics_of(model, variables, source, config, mesh, num_batches: int,
-                             name: str = ""):
-  """`variables` with BN's moving averages replaced by exact averages of the batch
-  moments over the first `num_batches` training batches (Alg. 2, step 10), the
-  training inputs prepared as the training step prepares them."""
-  from bn_inception import train
-  moments = jax.jit(functools.partial(
-      train.moments_step, apply_fn=model.apply, train_inputs=source.train_inputs,
-      base_rng=train.dropout_rng(config.seed)),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
-  local = source.train_batches(0, config.train.batch_size, config.seed,
-                               jax.process_index(), jax.process_count())
-  batches = progress.track(itertools.islice(sharding.device_batches(local, mesh), num_batches),
-                           f"population statistics {name}".rstrip(), num_batches, "batches",
-                           show=jax.process_index() == 0)
-  new, _ = population_statistics(moments, variables, batches)
-  return new
-
-
 def check_compatible(members: Sequence[Member]):
   """Refuse an ensemble whose members cannot be averaged crop by crop."""
   if not members:
-    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+    raise ValueError("No ensemble members.")
   first = members[0]
   for m in members[1:]:
     checks = (("architecture (config.model.name)", m.config.model.name, first.config.model.name),
@@ -214,33 +190,67 @@ def check_compatible(members: Sequence[Member]):
 
 def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
         output_dir: str = "", batch_size: int = 256, population_stats_batches: int = 0,
-        overrides: Sequence[str] = (), command: str = "", mesh=None,
-        paper: bool = False) -> dict:
-  """Load the members, evaluate each crop scheme, print the table, write the report."""
+        overrides: Sequence[str] = (), command: str = "", mesh=None, paper: bool = False,
+        on_result: Optional[Callable[[dict], None]] = None) -> dict:
+  """Load the members and evaluate each crop scheme (`on_result(result)` as each
+  finishes); write <output_dir>/report.json and report.md when given; return the report."""
   if not specs:
-    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
-  for k in crops:
-    if k not in multicrop.CROP_SCHEMES:
-      raise ValueError(f"--crops={k} is not a crop scheme; known: {multicrop.CROP_SCHEMES}.")
+    raise ValueError("No ensemble members.")
   if population_stats_batches < 0:
-    raise ValueError(f"--population_stats_batches={population_stats_batches} must be >= 0.")
+    raise ValueError(f"population_stats_batches={population_stats_batches} must be >= 0.")
   if mesh is None:  # multi-host evaluation starts like training (config.distributed)
     sharding.maybe_initialize_distributed(ckpt_lib.read_config(specs[0].workdir))
     mesh = sharding.create_mesh()
-  if batch_size <= 0 or batch_size % mesh.size:
-    raise ValueError(f"--batch_size={batch_size} counts crops per GLOBAL batch and must be a "
-                     f"positive multiple of the {mesh.size} devices.")
+  multicrop_eval.check_request(crops, batch_size, mesh)  # before restoring anything
+  split, overrides = _split_override(specs, split, overrides)
+  members = load_members(specs, mesh, overrides, population_stats_batches)
+  first = members[0]
+  context = multicrop_eval.Context(
+      {m.name: m.predict for m in members}, multicrop.image_set(first.source, split),
+      multicrop_eval.Geometry.of(first.config.data, first.image_shape), first.num_classes,
+      mesh)
+  results = []
+  for result in multicrop_eval.Evaluator(context, crops, batch_size).run():
+    results.append(result)
+    if on_result is not None:
+      on_result(result)
+  report = _report(members, results, context, split, batch_size, command, paper)
+  if output_dir and jax.process_index() == 0:
+    eval_report.write_report(output_dir, report)
+  return report
+
+
+def _split_override(specs: Sequence[MemberSpec], split: str, overrides: Sequence[str]):
+  """A named TFDS split (e.g. 'validation') becomes the members' eval split."""
   overrides = list(overrides)
-  if split not in ("eval", "train"):  # a named TFDS split, e.g. 'validation'
-    from bn_inception.data.factory import NAMED_SPLITS
-    first = ckpt_lib.read_config(specs[0].workdir)
-    if first.data.name not in NAMED_SPLITS:
-      raise ValueError(f"--split={split!r}: use 'eval' or 'train' ({split!r} names a split "
-                       f"only for data.name in {NAMED_SPLITS}).")
-    overrides.append(f"data.eval_split={split}")
-    split = "eval"
+  if split in ("eval", "train"):
+    return split, overrides
+  from bn_inception.data.factory import NAMED_SPLITS
+  first = ckpt_lib.read_config(specs[0].workdir)
+  if first.data.name not in NAMED_SPLITS:
+    raise ValueError(f"split={split!r}: use 'eval' or 'train' ({split!r} names a split "
+                     f"only for data.name in {NAMED_SPLITS}).")
+  return "eval", overrides + [f"data.eval_split={split}"]
+
+
+def member_config(spec: MemberSpec, overrides: Sequence[str] = ()):
+  """A member's config.json with the evaluation's overrides (data and train only)."""
+  return overrides_lib.apply_text(ckpt_lib.read_config(spec.workdir), overrides,
+                                  sections=("data", "train"), flag="--override=")
+
+
+def load_members(specs: Sequence[MemberSpec], mesh, overrides: Sequence[str],
+                 population_stats_batches: int) -> List[Member]:
+  """Every member restored, after checking every member's config (config_checks, as
+  for training) and that their architectures agree."""
   names = member_names(specs)
-  architectures = [ckpt_lib.read_config(s.workdir).model.name for s in specs]
+  configs = [member_config(s, overrides) for s in specs]
+  for name, spec, config in zip(names, specs, configs):
+    try:
+      config_checks.validate(config)
+    except config_checks.ConfigError as e:
+      raise config_checks.ConfigError(f"Member {name} ({spec.workdir}): {e}") from e
+  architectures = [c.model.name for c in configs]
   for name, spec, arch in zip(names, specs, architectures):
     if arch != architectures[0]:  # before restoring anything
       raise ValueError(f"Ensemble member {name} ({spec.workdir}) has architecture "
@@ -251,29 +261,15 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
     members.append(load_member(spec, name, mesh, overrides, population_stats_batches))
     check_compatible(members)
     progress.emit(f"loaded {name}: {spec.workdir} step {members[-1].step}")
-  geometry = Geometry.of(members[0].config.data, members[0].image_shape)
-  images = multicrop.image_set(members[0].source, split)
-  predict_fns = {m.name: m.predict for m in members}
-  results = []
-  for k in crops:
-    result = evaluate(predict_fns, images, k, geometry, batch_size, members[0].num_classes,
-                      mesh)
-    results.append(result)
-    print(format_table(result["rows"]), flush=True)
-    for row in result["rows"]:
-      if row["nonfinite"]:
-        print(f"WARNING: {row['model']}: {row['nonfinite']:,} of {row['examples']:,} examples "
-              f"had non-finite (NaN/inf) outputs with {k} crop(s); they count as errors.",
-              flush=True)
-    for row in result["rows"]:
-      if "against_best_member" in row:
-        print(against_best_member_line(row), flush=True)
-    print(f"{k} crop(s): {result['seconds']:.1f} s ({result['crops_per_second']:.0f} crops/s)",
-          flush=True)
+  return members
+
+
+def _report(members: Sequence[Member], results: List[dict], context, split: str,
+            batch_size: int, command: str, paper: bool) -> dict:
   report = {
-      "command": command, "split": split, "data": images.name,
-      "num_examples": images.num_examples, "devices": mesh.size, "batch_size": batch_size,
-      "geometry": dataclasses.asdict(geometry),
+      "command": command, "split": split, "data": context.images.name,
+      "num_examples": context.images.num_examples, "devices": context.mesh.size,
+      "batch_size": batch_size, "geometry": dataclasses.asdict(context.geometry),
       "members": [{"name": m.name, "workdir": os.path.abspath(m.workdir), "step": m.step,
                    "model": m.config.model.name, "num_classes": m.num_classes,
                    "image_size": m.image_shape[0],
@@ -281,10 +277,5 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
                   for m in members],
       "results": results}
   if paper:  # the paper's Figure 4 beside ours
-    report["paper"] = paper_rows()
-  if len(results) > 1 or paper:
-    print(format_table([r for res in results for r in res["rows"]] + report.get("paper", [])),
-          flush=True)
-  if output_dir:
-    write_report(output_dir, report)
+    report["paper"] = eval_report.paper_rows()
   return report

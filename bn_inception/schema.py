@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import ml_collections
 
-from bn_inception.field_rules import (FINITE, FLAG, TEXT, above, at_least, custom, each,
+from bn_inception.field_rules import (FINITE, FLAG, TEXT, Rule, above, at_least, custom, each,
                                       one_of, ordered_pair, when, within)
 from bn_inception.registry import Dataset, Model, by_name
 
@@ -182,9 +182,6 @@ def mlp_model_config(**overrides) -> ConfigDict:
   m.activation = "sigmoid"         # 'sigmoid' | 'relu' | 'tanh'
   m.init_stddev = 0.01             # weights ~ N(0, init_stddev^2): "small random Gaussian values"
   m.probe_unit = 0                 # the unit of the last hidden layer recorded (Fig. 1(b, c))
-  # What the training loop reports of the recorded values at each evaluation:
-  # these percentiles over the eval set (Fig. 1(b, c): the 15th, 50th and 85th).
-  m.record_percentiles = (15, 50, 85)
   return _override(m, "mlp_model_config", overrides)
 
 
@@ -195,7 +192,6 @@ MLP_MODEL_RULES = {
     "init_stddev": above(0.0),
     "probe_unit": custom("must be a unit of the last hidden layer (0 .. hidden_units[-1] - 1)",
                          lambda v, c: 0 <= v < tuple(c.model.hidden_units or (0,))[-1]),
-    "record_percentiles": each(within(0, 100)),
 }
 
 
@@ -413,6 +409,46 @@ TRAIN_RULES = {
 }
 
 
+# --------------------------------------------------------------------------- evaluations
+
+# `config.evals[name] = {type, fields}`: what the training loop evaluates every
+# train.eval_every steps, one entry per evaluator (bn_inception/evaluators/<type>.py);
+# its metrics are written as eval/<metric>. Each type: its fields' defaults, their rules.
+CROP_SCHEMES = (1, 10, 144)   # crops per example of the offline evaluation (Sec. 4.2.3)
+EVAL_TYPES: Dict[str, Tuple[Dict[str, Any], Dict[str, Rule]]] = {
+    # accuracy, loss, top5_accuracy, nonfinite_fraction, num_examples over every eval
+    # example once (central crop, the last batch padded and masked).
+    "classification": ({}, {}),
+    # Percentiles over the eval set of every value the model records (models.RECORDED),
+    # as probe/<name>/p<q>; Fig. 1(b, c): the 15th, 50th and 85th.
+    "percentiles": ({"percentiles": (15, 50, 85)},
+                    {"percentiles": each(within(0, 100), min_length=1)}),
+    # Offline only (scripts/evaluate.py): `crops` crops per example, probabilities
+    # averaged over crops and networks; batch_size counts crops.
+    "multicrop": ({"crops": (1,), "batch_size": 256},
+                  {"crops": each(one_of(*CROP_SCHEMES), min_length=1),
+                   "batch_size": at_least(1, "crops per global batch")}),
+}
+OFFLINE_EVAL_TYPES = ("multicrop",)
+
+
+def eval_config(type_name: str, **overrides) -> ConfigDict:
+  """One `config.evals` entry of evaluator type `type_name`, with its defaults."""
+  if type_name not in EVAL_TYPES:
+    raise KeyError(f"Unknown evaluator type {type_name!r}; known: {sorted(EVAL_TYPES)}.")
+  e = ConfigDict({"type": type_name, **EVAL_TYPES[type_name][0]})
+  return _override(e, f"eval_config({type_name!r})", overrides)
+
+
+def evals_config() -> ConfigDict:
+  """`config.evals`: the whole-eval-split classification metrics and Figure 1's probe
+  (which reports nothing for a model that records nothing)."""
+  e = ConfigDict()
+  e.eval = eval_config("classification")
+  e.probe = eval_config("percentiles")
+  return e
+
+
 def run_config(data: ConfigDict, model: ConfigDict) -> ConfigDict:
   """A whole run's config: `data` and `model` sections and the shared ones."""
   c = ConfigDict()
@@ -427,6 +463,7 @@ def run_config(data: ConfigDict, model: ConfigDict) -> ConfigDict:
   c.data = data
   c.optim = optim_config()
   c.train = train_config()
+  c.evals = evals_config()
   return c
 
 

@@ -1,17 +1,18 @@
-"""The one training loop, for every model and dataset.
+"""The one training loop, for every model and dataset (as flax examples/imagenet).
 
-create_train_state -> train_step / eval_step (jax.jit on the data-parallel Mesh)
--> train_and_evaluate: resume, step, log (clu), evaluate the whole eval split,
-checkpoint (orbax), stop cleanly on SIGTERM/SIGINT.
+create_train_state -> train_step (jax.jit on the data-parallel Mesh) -> the
+evaluators of config.evals (bn_inception/evaluators) -> train_and_evaluate: resume,
+step, log (clu), evaluate, checkpoint (orbax), stop cleanly on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +21,13 @@ import optax
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
-from bn_inception import config_checks
+from bn_inception import config_checks, evaluators, finetune
 from bn_inception import metrics as metrics_lib
-from bn_inception import models, optim, progress, sharding
-from bn_inception.batchnorm import BATCH_MOMENTS, BATCH_STATS, population_statistics
+from bn_inception import models, optim, population, progress, sharding
+from bn_inception.batchnorm import BATCH_STATS, statistics_change_on_resume
 from bn_inception.data import DataSource, create_source
-from bn_inception.models import RECORDED, state_variables
+from bn_inception.evaluators import classification, common
+from bn_inception.models import state_variables
 from bn_inception.signals import StopSignals, Stopped
 
 
@@ -85,23 +87,6 @@ def train_step(state: TrainState, batch, *, train_inputs: Callable, schedule: Ca
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, normalize: Callable):
-  """Masked metrics over one padded batch, plus whatever the model records."""
-  logits, mutated = state.apply_fn(state_variables(state), normalize(batch["image"]),
-                                   train=False, mutable=[RECORDED])
-  outputs = metrics_lib.eval_outputs(logits, batch["label"])
-  metrics = metrics_lib.EvalMetrics.single_from_model_output(mask=batch["mask"], **outputs)
-  return metrics, mutated.get(RECORDED, {})
-
-
-def moments_step(variables, batch, *, apply_fn: Callable, train_inputs: Callable, base_rng):
-  """Training-mode batch moments of every BN layer (for Alg. 2, step 10), on
-  training inputs prepared exactly as in `train_step`."""
-  _, mutated = apply_fn(variables, train_inputs(batch), train=True,
-                        rngs={"dropout": base_rng}, mutable=[BATCH_STATS, BATCH_MOMENTS])
-  return mutated[BATCH_MOMENTS]
-
-
 def dropout_rng(seed: int):
   """The base of the dropout stream (folded with the step in `train_step`)."""
   return jax.random.fold_in(jax.random.key(seed), 1)
@@ -143,13 +128,11 @@ class Trainer:
                           schedule=self.schedule, base_rng=self.base_rng),
         in_shardings=(self.state_sharding, data), out_shardings=(self.state_sharding, repl),
         donate_argnums=0)
-    self.eval_step = jax.jit(
-        functools.partial(eval_step, normalize=self.source.normalize),
-        in_shardings=(self.state_sharding, data))
-    self.moments_step = jax.jit(
-        functools.partial(moments_step, apply_fn=self.model.apply,
-                          train_inputs=self.source.train_inputs, base_rng=self.base_rng),
-        in_shardings=(repl, data))
+    network = common.Network(self.model.apply, self.source.normalize,
+                             tuple(self.source.image_shape))
+    self.eval_context = common.LoopContext(network, self._eval_batches, self.mesh)
+    self.evaluators = evaluators.create_all(config.evals, self.eval_context)
+    self._eval_step = None
 
   def init_state(self) -> TrainState:
     return self._init()
@@ -160,45 +143,29 @@ class Trainer:
                                       self.config.seed, jax.process_index(), jax.process_count())
     return sharding.device_batches(local, self.mesh)
 
-  def evaluate(self, state: TrainState) -> Dict[str, float]:
-    """Metrics over EVERY eval example exactly once (padded, masked last batch).
+  def _eval_batches(self):
+    """The eval split, every example once: process-local batches, the last one padded."""
+    return self.source.eval_batches(self.config.train.eval_batch_size, jax.process_index(),
+                                    jax.process_count())
 
-    Per-example values the model records (models.RECORDED) are summarised by the
-    percentiles in `config.model.record_percentiles`, as eval/<collection>/<name>/p<q>.
-    """
-    total, recorded, masks = None, [], []
-    for local in self.source.eval_batches(self.config.train.eval_batch_size,
-                                          jax.process_index(), jax.process_count()):
-      batch = sharding.global_batch(local, self.mesh)
-      m, r = self.eval_step(state, batch)
-      total = m if total is None else total.merge(m)
-      if r:
-        recorded.append(r)
-        masks.append(batch["mask"])
-    out = {f"eval/{k}": float(v) for k, v in total.compute().items()}
-    out["eval/num_examples"] = int(total.accuracy.count)
-    if recorded:
-      quantiles = tuple(self.config.model.record_percentiles)
-      mask = _to_host(masks)
-      for name in recorded[0]:
-        values = _to_host([r[name] for r in recorded])[mask]
-        for q, v in zip(quantiles, np.percentile(values, quantiles)):
-          out[f"eval/{RECORDED}/{name}/p{q}"] = float(v)
-    return out
+  def evaluate(self, state: TrainState) -> Dict[str, float]:
+    """Every evaluator of config.evals on `state`, as eval/<metric>."""
+    return evaluators.run_all(self.evaluators, state_variables(state))
+
+  def eval_step(self, state: TrainState, batch):
+    """The classification metrics of one global eval batch (benchmark.py times it)."""
+    if self._eval_step is None:
+      self._eval_step = classification.create(None, self.eval_context).step
+    return self._eval_step(state_variables(state), batch)
 
   def population_statistics(self, state: TrainState, num_batches: int,
                             start_step: int = 0) -> TrainState:
-    """Replace the moving averages with exact averages over `num_batches` training batches."""
-    batches = (b for _, b in zip(range(num_batches), self.train_batches(start_step)))
-    variables, _ = population_statistics(self.moments_step, state_variables(state), batches)
+    """Replace the moving averages with exact averages over `num_batches` training
+    batches from `start_step` on (Alg. 2, step 10)."""
+    variables = population.population_statistics_of(
+        self.model.apply, self.source, self.config, state_variables(state), self.mesh,
+        num_batches, self.base_rng, start_step)
     return state.replace(batch_stats=variables[BATCH_STATS])
-
-
-def _to_host(arrays):
-  from jax.experimental import multihost_utils
-  if jax.process_count() > 1:
-    arrays = [multihost_utils.process_allgather(a, tiled=True) for a in arrays]
-  return np.concatenate([np.asarray(a) for a in arrays])
 
 
 def _check_finite(state: TrainState, policy: str):
@@ -270,44 +237,100 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
       raise
 
 
-def _metrics_meta(train_metrics) -> Optional[dict]:
-  return None if train_metrics is None else metrics_lib.collection_to_json(train_metrics)
+@dataclasses.dataclass
+class _Carried:
+  """What a checkpoint's record carries across a resume: the partial train/* averages
+  since the last train/* row (so the first row after a resume equals the uninterrupted
+  run's), and an evaluation due at that step that a stop skipped (done first)."""
+  train_metrics: Any = None
+  eval_pending: bool = False
+
+  @classmethod
+  def of(cls, record: dict) -> "_Carried":
+    # Checkpoints written before these records existed have neither.
+    saved = record.get("train_metrics")
+    return cls(None if saved is None else
+               metrics_lib.collection_from_json(metrics_lib.TrainMetrics, saved),
+               bool(record.get("eval_pending", False)))
+
+
+def _record(config, trainer: Trainer, state: TrainState, train_metrics,
+            eval_pending: bool = False) -> dict:
+  """The checkpoint's record of the run at `state`."""
+  step = int(state.step)
+  return {"step": step, "seed": config.seed, "examples_seen": step * config.train.batch_size,
+          "nonfinite_steps": int(state.nonfinite_steps), "num_devices": trainer.mesh.size,
+          "train_metrics": None if train_metrics is None
+          else metrics_lib.collection_to_json(train_metrics),
+          "eval_pending": eval_pending}
+
+
+def _restore_or_create(config, workdir, trainer: Trainer,
+                       checkpointer) -> Tuple[TrainState, _Carried]:
+  """The newest checkpoint's state, else a fresh one (fine-tuned from
+  train.init_from when set: a resume takes precedence)."""
+  tc = config.train
+  restored = checkpointer.restore(trainer.abstract_state)
+  if restored is None:
+    state = trainer.init_state()
+    if tc.init_from:
+      return finetune.init_from(trainer, state, tc.init_from), _Carried()
+    logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
+    return state, _Carried()
+  state, meta = restored
+  state = jax.device_put(state, trainer.state_sharding)
+  logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
+               workdir, meta.get("examples_seen"))
+  if int(state.step) > tc.num_steps:
+    raise ckpt_lib.WorkdirConfigError(
+        f"config.train.num_steps={tc.num_steps} is below the newest checkpoint's step "
+        f"{int(state.step)} in {workdir}: that run is already past it. Give "
+        f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
+        f"--workdir. Nothing was changed.")
+  change = statistics_change_on_resume(config.bn.stats_mode, tc.batch_size,
+                                       meta.get("num_devices", trainer.mesh.size),
+                                       trainer.mesh.size)
+  if change:
+    logging.warning(change)
+  return state, _Carried.of(meta)
+
+
+def _open_writers(config, workdir, state: TrainState, start: int):
+  """clu's writers (TensorBoard, log, metrics.jsonl) and the progress report (steps/s
+  to the writers, one console line per log step)."""
+  tc = config.train
+  writer = metrics_lib.create_writer(workdir)
+  if start == 0 and jax.process_index() == 0:
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    writer.write_hparams({"num_params": n_params})
+  return progress.TrainProgress(
+      writer, name=os.path.basename(os.path.normpath(workdir)), num_steps=tc.num_steps,
+      batch_size=tc.batch_size, log_every=tc.log_every, eval_every=tc.eval_every,
+      start_step=start, show=jax.process_index() == 0)
+
+
+def _evaluate(trainer: Trainer, state: TrainState, writer, step: int) -> Dict[str, float]:
+  results = trainer.evaluate(state)
+  writer.write_scalars(step, results)
+  return results
+
+
+def _write_train_metrics(writer, step: int, train_metrics, state: TrainState, policy: str):
+  skipped = _check_finite(state, policy)
+  scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
+  scalars["train/nonfinite_steps"] = skipped
+  writer.write_scalars(step, scalars)
+
+
+def _close(checkpointer, report) -> None:
+  checkpointer.wait()
+  report.writer.flush()
+  report.close()
 
 
 def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float]:
   tc = config.train
-  policy = tc.nonfinite_policy
-  restored = checkpointer.restore(trainer.abstract_state)
-  train_metrics, eval_pending = None, False
-  if restored is None:
-    state = trainer.init_state()
-    if tc.get("init_from"):  # fine-tuning; a resume (above) takes precedence
-      state = init_from(trainer, state, tc.init_from)
-    else:
-      logging.info("Starting %s from scratch in %s.", config.model.name, workdir)
-  else:
-    state, meta = restored
-    state = jax.device_put(state, trainer.state_sharding)
-    logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
-                 workdir, meta.get("examples_seen"))
-    if int(state.step) > tc.num_steps:
-      raise ckpt_lib.WorkdirConfigError(
-          f"config.train.num_steps={tc.num_steps} is below the newest checkpoint's step "
-          f"{int(state.step)} in {workdir}: that run is already past it. Give "
-          f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
-          f"--workdir. Nothing was changed.")
-    # Checkpoints written before these records existed have neither.
-    if meta.get("train_metrics") is not None:  # the partial train/* averages
-      train_metrics = metrics_lib.collection_from_json(metrics_lib.TrainMetrics,
-                                                      meta["train_metrics"])
-    eval_pending = bool(meta.get("eval_pending", False))
-    saved_devices = meta.get("num_devices", trainer.mesh.size)
-    if config.bn.stats_mode == "per_device" and saved_devices != trainer.mesh.size:
-      logging.warning(
-          "Resuming a bn.stats_mode='per_device' run on %d devices that was trained on %d: "
-          "BN statistics now cover %d instead of %d examples. Use stats_mode='group' to keep "
-          "them fixed across device counts.", trainer.mesh.size, saved_devices,
-          tc.batch_size // trainer.mesh.size, tc.batch_size // saved_devices)
+  state, carried = _restore_or_create(config, workdir, trainer, checkpointer)
   start = int(state.step)
   batches = trainer.train_batches(start)
   if start < tc.num_steps:  # decode the first batch before anything is written
@@ -317,110 +340,35 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
   if stop_agreed(stop, 0):
     raise Stopped(stop.received)
   ckpt_lib.check_or_save_config(workdir, config)  # only once data and checkpoint fit
-  writer = metrics_lib.create_writer(workdir)
-  if start == 0 and jax.process_index() == 0:
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    writer.write_hparams({"num_params": n_params})
-
-  def meta(eval_pending=False):
-    step = int(state.step)
-    return {"step": step, "seed": config.seed,
-            "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
-            "num_devices": trainer.mesh.size,
-            # Partial averages since the last train/* row, so that the first row after
-            # a resume equals the uninterrupted run's; and an evaluation due at this
-            # step that a stop skipped (the resumed run does it first).
-            "train_metrics": _metrics_meta(train_metrics), "eval_pending": eval_pending}
-
-  # clu's ReportProgress (steps/s to the writers) and one console line per log step.
-  report = progress.TrainProgress(
-      writer, name=os.path.basename(os.path.normpath(workdir)), num_steps=tc.num_steps,
-      batch_size=tc.batch_size, log_every=tc.log_every, eval_every=tc.eval_every,
-      start_step=start, show=jax.process_index() == 0)
-  writer = report.writer
-  last_eval: Dict[str, float] = {}
-  if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or eval_pending:
-    last_eval = trainer.evaluate(state)
-    writer.write_scalars(start, last_eval)
+  report = _open_writers(config, workdir, state, start)
+  writer, train_metrics, last_eval = report.writer, carried.train_metrics, {}
+  if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or carried.eval_pending:
+    last_eval = _evaluate(trainer, state, writer, start)
 
   for step in range(start + 1, tc.num_steps + 1):
     state, m = trainer.train_step(state, next(batches))
     train_metrics = m if train_metrics is None else train_metrics.merge(m)
     report(step)
     if step % tc.log_every == 0 or step == tc.num_steps:
-      skipped = _check_finite(state, policy)
-      scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
-      scalars["train/nonfinite_steps"] = skipped
-      writer.write_scalars(step, scalars)
+      _write_train_metrics(writer, step, train_metrics, state, tc.nonfinite_policy)
       train_metrics = None
     stopping = stop_agreed(stop, step)  # once per step: a signal may land mid-save
     # A preemption saves first: a due full evaluation is left to the resumed run.
     eval_due = tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps)
     if eval_due and not stopping:
-      last_eval = trainer.evaluate(state)
-      writer.write_scalars(step, last_eval)
+      last_eval = _evaluate(trainer, state, writer, step)
     if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
-      _check_finite(state, policy)
-      checkpointer.save(step, state, meta(eval_pending=eval_due and stopping), force=True)
+      _check_finite(state, tc.nonfinite_policy)
+      record = _record(config, trainer, state, train_metrics, eval_due and stopping)
+      checkpointer.save(step, state, record, force=True)
     if stopping:
-      checkpointer.wait()
-      writer.flush()
-      report.close()
+      _close(checkpointer, report)
       logging.warning("preempted at step %d; rerun the same command to resume", step)
       return {**last_eval, "preempted_at_step": step}
-  checkpointer.wait()
-  writer.flush()
-  report.close()
+  _close(checkpointer, report)
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'
     logging.warning("%d training step(s) had a non-finite loss or gradients and were skipped "
                     "(first: step %d).", skipped, int(state.first_nonfinite_step))
     last_eval = {**last_eval, "train/nonfinite_steps": skipped}
   return last_eval
-
-
-# ----------------------------------------------------------------------------
-# Fine-tuning: config.train.init_from (docs/reference-weights.md).
-
-CLASSIFIER = "logits"  # every model's classifier; re-initialised when num_classes differs
-
-
-def init_from(trainer: Trainer, state: TrainState, spec: str) -> TrainState:
-  """`state` (fresh: step 0, new optimizer) with the parameters and BN statistics of
-  the run `spec` = 'workdir' or 'workdir@step' (restored and verified like every
-  checkpoint); its classifier is kept fresh when the number of classes differs."""
-  workdir, step = ckpt_lib.split_step(spec)
-  config = trainer.config
-  source = ckpt_lib.read_config(workdir)
-  if source.model.name != config.model.name:
-    raise ValueError(f"train.init_from={spec!r} holds a {source.model.name!r} model, this "
-                     f"run trains {config.model.name!r}.")
-  model = models.create_model(source)
-  abstract = jax.eval_shape(lambda: models.init_variables(model, trainer.source.image_shape,
-                                                          jax.random.key(0)))
-  checkpointer = ckpt_lib.Checkpointer(workdir)
-  try:
-    variables, restored_step = checkpointer.restore_variables(
-        abstract, sharding.replicated(trainer.mesh), step)
-  except ckpt_lib.CheckpointError as e:
-    raise ckpt_lib.CheckpointError(f"train.init_from={spec!r}: {e}") from e
-  finally:
-    checkpointer.close()
-  params, batch_stats = dict(variables["params"]), variables.get(BATCH_STATS, {})
-  new_head = source.model.num_classes != config.model.num_classes
-  if new_head:
-    params[CLASSIFIER] = state.params[CLASSIFIER]
-  lines = ckpt_lib.shape_mismatches({"params": params, BATCH_STATS: batch_stats},
-                                    {"params": state.params, BATCH_STATS: state.batch_stats})
-  if lines:
-    raise ckpt_lib.CheckpointError(
-        f"train.init_from={spec!r} does not fit this model:\n" + "\n".join(lines[:20]) +
-        "\nFine-tuning keeps the network (only model.num_classes may differ).")
-  msg = (f"Initialised parameters and BN statistics from {workdir} step {restored_step}; "
-         f"fresh optimizer from step 0" +
-         (f"; classifier re-initialised for {config.model.num_classes} classes (the source "
-          f"has {source.model.num_classes})" if new_head else "") + ".")
-  logging.info(msg)
-  return state.replace(
-      params=jax.device_put(params, trainer.state_sharding.params),
-      batch_stats=jax.device_put(batch_stats, trainer.state_sharding.batch_stats))

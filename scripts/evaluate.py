@@ -60,25 +60,49 @@ def submit_as_job() -> None:
         f"report: {os.path.join(os.path.abspath(output_dir), 'report.md')} (and report.json)")
 
 
+def checked_crops():
+  """--crops as crop schemes; bad flag values refused in the flags' words."""
+  from bn_inception import schema
+  try:
+    crops = [int(c) for c in _CROPS.value]
+  except ValueError:
+    crops = []
+  if not crops or any(c not in schema.CROP_SCHEMES for c in crops):
+    raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.")
+  if _POP.value < 0:
+    raise ValueError(f"--population_stats_batches={_POP.value} must be >= 0.")
+  if _BATCH.value <= 0:
+    raise ValueError(f"--batch_size={_BATCH.value} counts crops per global batch: give a "
+                     f"positive multiple of the device count.")
+  return crops
+
+
+def show(result: dict) -> None:
+  from bn_inception import eval_report
+  print("\n".join(eval_report.result_lines(result)), flush=True)
+
+
 def run():
-  from bn_inception import ensemble
+  from bn_inception import ensemble, eval_report
   specs = [ensemble.parse_member(w, step=_STEP.value)
            for w in ensemble.expand_workdirs(_WORKDIRS.value)]
   if _ENSEMBLE.value:
     specs += ensemble.read_ensemble_file(_ENSEMBLE.value, _STEP.value)
-  try:
-    crops = [int(c) for c in _CROPS.value]
-  except ValueError:
-    raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.") from None
+  if not specs:
+    raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
+  crops = checked_crops()
   if flags.FLAGS.launcher == "slurm":  # crops and members' configs checked here first
     from bn_inception import checkpoint
     for spec in specs:
       checkpoint.read_config(spec.workdir)
     submit_as_job()
     return
-  ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
-               batch_size=_BATCH.value, population_stats_batches=_POP.value,
-               overrides=_OVERRIDE.value, command=" ".join(sys.argv), paper=_PAPER.value)
+  report = ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
+                        batch_size=_BATCH.value, population_stats_batches=_POP.value,
+                        overrides=_OVERRIDE.value, command=" ".join(sys.argv),
+                        paper=_PAPER.value, on_result=show)
+  if len(report["results"]) > 1 or _PAPER.value:
+    print(eval_report.summary_table(report), flush=True)
   print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")
 
 

@@ -42,8 +42,11 @@ def test_every_registration_names_code_that_exists():
 
 def _bad(config, **fields):
   for path, value in fields.items():
-    section, _, field = path.rpartition("__")
-    (config[section] if section else config)[field] = value
+    *sections, field = path.split("__")
+    target = config
+    for section in sections:
+      target = target[section]
+    target[field] = value
   return config_checks.problems(config)
 
 
@@ -59,7 +62,9 @@ def _bad(config, **fields):
     ({"data__std": (1.0, 1.0)}, "config.data.std=(1.0, 1.0) must be 1 values, each > 0.0"),
     ({"model__hidden_units": (0, 16)},
      "config.model.hidden_units=(0, 16) must be at least 1 value, each >= 1."),
-    ({"model__record_percentiles": (15, 101)}, "config.model.record_percentiles=(15, 101)"),
+    ({"evals__probe__percentiles": (15, 101)}, "config.evals.probe.percentiles=(15, 101)"),
+    ({"evals__probe__type": "percentile"}, "config.evals.probe.type='percentile' is not an "
+     "evaluator type"),
 ])
 def test_one_line_names_the_field_the_value_and_what_is_allowed(fields, line):
   found = _bad(mnist_fig1.get_config("bn"), **fields)

@@ -1,4 +1,5 @@
-"""The ensemble evaluator: crop geometry, top-k, probability averaging, exact counting."""
+"""Offline evaluation (evaluators/multicrop.py, ensemble.py): crop geometry, top-k,
+probability averaging, exact counting."""
 
 import dataclasses
 import glob
@@ -17,7 +18,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception import ensemble, evaluate, progress, schema, train
+from bn_inception import (config_checks, config_upgrade, ensemble, eval_report, progress, schema,
+                          sharding, train)
+from bn_inception.evaluators import multicrop as multicrop_eval
+from bn_inception.evaluators import tally as tally_lib
 from bn_inception.checkpoint import CheckpointError
 from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
@@ -143,16 +147,16 @@ def test_topk_error_against_numpy_including_ties_and_large_k():
   probs = rng.integers(0, 4, (300, 7)).astype(np.float32)
   probs[:20] = 1.0  # constant outputs: never correct at k < 7
   labels = rng.integers(0, 7, 300)
-  tally = evaluate.ErrorTally(num_rows=1, num_classes=7, chunk=64)
+  tally = tally_lib.ErrorTally(num_rows=1, num_classes=7, chunk=64)
   for start in range(0, 300, 50):
     tally.add(probs[None, start:start + 50], labels[start:start + 50])
   correct, nonfinite, count = tally.totals()
   assert count == 300 and nonfinite[0] == 0
-  for i, k in enumerate(evaluate.TOP_K):
+  for i, k in enumerate(tally_lib.TOP_K):
     assert correct[0, i] == _numpy_topk_correct(probs, labels, k).sum()
   assert correct[0, 0] < 300 - 20  # the constant rows are wrong at top-1
   # k larger than the number of classes: everything is correct.
-  small = evaluate.ErrorTally(1, 3)
+  small = tally_lib.ErrorTally(1, 3)
   small.add(np.ones((1, 4, 3), np.float32), np.array([0, 1, 2, 0]))
   correct, _, count = small.totals()
   assert count == 4 and correct[0, 1] == 4 and correct[0, 0] == 0
@@ -181,7 +185,7 @@ def test_nonfinite_scores_count_as_wrong(k):
 
 
 def test_evaluator_counts_nonfinite_outputs_as_errors_and_reports_them():
-  tally = evaluate.ErrorTally(num_rows=2, num_classes=4, chunk=8)
+  tally = tally_lib.ErrorTally(num_rows=2, num_classes=4, chunk=8)
   finite = np.tile(NONFINITE_ROWS[-1:], (5, 1))
   tally.add(np.stack([NONFINITE_ROWS, finite]), np.zeros(5, np.int32))
   correct, nonfinite, count = tally.totals()
@@ -189,10 +193,10 @@ def test_evaluator_counts_nonfinite_outputs_as_errors_and_reports_them():
   assert correct.tolist() == [[1, 1], [5, 5]]
   images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.zeros(6, int), "zeros")
   nan_member = _member("nan", lambda x: jnp.full((len(x), 3), jnp.nan))
-  rows = _evaluate([nan_member], images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  rows = _evaluate([nan_member], images, 1, multicrop_eval.Geometry(4), batch_size=4)["rows"]
   assert rows[0]["top1_error"] == rows[0]["top5_error"] == 100.0
   assert rows[0]["nonfinite"] == 6
-  assert "| 6 |" in evaluate.format_table(rows).splitlines()[-1]
+  assert "| 6 |" in eval_report.format_table(rows).splitlines()[-1]
 
 
 # --------------------------------------------------------------------------- fake members
@@ -209,8 +213,9 @@ def _member(name, logits_fn, num_classes=3, size=4, channels=1):
 
 def _evaluate(members, images, crops, geometry, batch_size):
   """The numeric core on the members' predict_fns (it sees nothing else of them)."""
-  return evaluate.evaluate({m.name: m.predict for m in members}, images, crops, geometry,
-                           batch_size, members[0].num_classes)
+  context = multicrop_eval.Context({m.name: m.predict for m in members}, images, geometry,
+                                   members[0].num_classes, sharding.create_mesh())
+  return multicrop_eval.Evaluator(context, [crops], batch_size).evaluate(crops)
 
 
 def _linear_member(name, seed, num_classes=5, size=4, channels=1):
@@ -236,7 +241,7 @@ def _numpy_reference(members, images, crops, size, fraction):
     rows.append(np.stack(means))
   if len(members) > 1:
     rows.append(np.mean(rows, 0))
-  return [[_numpy_topk_correct(r, images.labels, k).sum() for k in evaluate.TOP_K]
+  return [[_numpy_topk_correct(r, images.labels, k).sum() for k in tally_lib.TOP_K]
           for r in rows]
 
 
@@ -244,7 +249,7 @@ def _numpy_reference(members, images, crops, size, fraction):
 def test_every_example_counted_once_whatever_the_batch_size(crops):
   images = _random_images(13)
   members = [_linear_member("a", 0), _linear_member("b", 1)]
-  geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
+  geometry = multicrop_eval.Geometry(image_size=4, crop_fraction=0.5)
   expected = _numpy_reference(members, images, crops, 4, 0.5)
   for batch in (7, 64, 13 * crops + 5):
     result = _evaluate(members, images, crops, geometry, batch_size=batch)
@@ -258,7 +263,7 @@ def test_every_example_counted_once_whatever_the_batch_size(crops):
 def test_ensemble_of_one_member_twice_equals_it_alone():
   images = _random_images(40, seed=3)
   member = _linear_member("a", 7)
-  geometry = evaluate.Geometry(image_size=4, crop_fraction=0.5)
+  geometry = multicrop_eval.Geometry(image_size=4, crop_fraction=0.5)
   alone = _evaluate([member], images, 10, geometry, batch_size=32)["rows"]
   twin = dataclasses.replace(member, name="a again")
   twice = _evaluate([member, twin], images, 10, geometry, batch_size=32)["rows"]
@@ -276,15 +281,15 @@ def test_members_are_averaged_as_probabilities_not_logits():
              for n, l in logits.items()]
   assert np.argmax(np.mean(list(logits.values()), 0)) == 0
   images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.ones(6, int), "ones")
-  rows = _evaluate(members, images, 1, evaluate.Geometry(4), batch_size=4)["rows"]
+  rows = _evaluate(members, images, 1, multicrop_eval.Geometry(4), batch_size=4)["rows"]
   errors = {r["model"]: r["top1_error"] for r in rows}
   assert errors == {"A": 100.0, "B": 0.0, "C": 0.0, "ensemble": 0.0}
 
 
 def test_mcnemar_p_by_hand():
-  assert evaluate.mcnemar_p(0, 5) == pytest.approx(2 / 32)       # 2 * P(X <= 0), X ~ B(5, 1/2)
-  assert evaluate.mcnemar_p(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
-  assert evaluate.mcnemar_p(3, 3) == evaluate.mcnemar_p(0, 0) == 1.0
+  assert tally_lib.mcnemar_p(0, 5) == pytest.approx(2 / 32)       # 2 * P(X <= 0), X ~ B(5, 1/2)
+  assert tally_lib.mcnemar_p(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
+  assert tally_lib.mcnemar_p(3, 3) == tally_lib.mcnemar_p(0, 0) == 1.0
 
 
 def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():
@@ -301,7 +306,7 @@ def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():
   members = [_member(f"m{j}", lambda x, t=jnp.asarray(t, jnp.float32):
                      t[jnp.round(x[:, 0, 0, 0]).astype(jnp.int32)], classes)
              for j, t in enumerate(tables)]
-  rows = _evaluate(members, images, 1, evaluate.Geometry(4), batch_size=16)["rows"]
+  rows = _evaluate(members, images, 1, multicrop_eval.Geometry(4), batch_size=16)["rows"]
 
   softmax = lambda t: np.exp(t) / np.exp(t).sum(1, keepdims=True)
   right = [np.argmax(softmax(t), 1) == labels for t in tables]
@@ -318,7 +323,7 @@ def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():
   assert got == {"member": f"m{best}", "only_ensemble_right": only_ens,
                  "only_member_right": only_best, "p_value": pytest.approx(p)}
   assert rows[-1]["top1_error"] == pytest.approx(100 * (1 - ensemble.mean()))
-  line = evaluate.against_best_member_line(rows[-1])
+  line = eval_report.against_best_member_line(rows[-1])
   assert f"best member, m{best}" in line and f"right on {only_ens} " in line
 
 
@@ -335,7 +340,7 @@ def test_crops_are_averaged_as_probabilities_not_logits():
   crops = _crops(image[0], 10, 4, 0.5)
   bright = crops.reshape(10, -1).mean(1) > 200
   assert bright.sum() == 2  # the setup is what the comment says
-  rows = _evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=3)
+  rows = _evaluate([member], images, 10, multicrop_eval.Geometry(4, 0.5), batch_size=3)
   assert rows["rows"][0]["top1_error"] == 0.0
 
 
@@ -350,7 +355,7 @@ def test_an_undecodable_image_is_named(tmp_path):
   images = multicrop.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
   member = _linear_member("a", 0, num_classes=3, channels=3)
   with pytest.raises(DataError, match="img1.png"):
-    _evaluate([member], images, 10, evaluate.Geometry(4, 0.5), batch_size=4)
+    _evaluate([member], images, 10, multicrop_eval.Geometry(4, 0.5), batch_size=4)
 
 
 def test_incompatible_members_are_refused_by_name():
@@ -397,6 +402,28 @@ def mnist_workdir(tmp_path_factory):
   return workdir
 
 
+def _numpy_mlp(params, x, stats=None, eps=1e-3):
+  """Logits of the BN MLP in float64 NumPy: BN with `stats` (inference), or with each
+  layer's batch moments (training mode) when stats is None; returns (logits, the
+  per-layer (mean, unbiased var) of the batch)."""
+  h, moments = x.reshape(len(x), -1).astype(np.float64), []
+  for i in range(len([k for k in params if k.startswith("dense")])):
+    h = h @ np.asarray(params[f"dense{i}"]["kernel"], np.float64)
+    mean, var = (h.mean(0), h.var(0)) if stats is None else (stats[i][0], stats[i][1])
+    moments.append((h.mean(0), h.var(0) * len(h) / (len(h) - 1)))
+    bn = params[f"bn{i}"]
+    h = (h - mean) / np.sqrt(var + eps) * np.asarray(bn["scale"]) + np.asarray(bn["bias"])
+    h = 1 / (1 + np.exp(-h))
+  logits = h @ np.asarray(params["logits"]["kernel"], np.float64) + np.asarray(
+      params["logits"]["bias"], np.float64)
+  return logits, moments
+
+
+def _top_errors(logits, labels):
+  """Percent top-1 / top-5 error (ties count against the label) in NumPy."""
+  return [100 * (1 - _numpy_topk_correct(logits, labels, k).mean()) for k in (1, 5)]
+
+
 def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, tmp_path):
   out = str(tmp_path / "report")
   spec = ensemble.MemberSpec(mnist_workdir)
@@ -405,29 +432,37 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   assert [r["examples"] for r in rows] == [10_000] * 3
   assert rows[0]["top1_error"] == rows[1]["top1_error"] == rows[2]["top1_error"]
   assert rows[0]["top5_error"] == rows[2]["top5_error"]
-  # Independent: the training loop's own padded, masked evaluation of the same checkpoint.
-  config = _mnist_config()
-  trainer = train.Trainer(config)
-  from bn_inception.checkpoint import Checkpointer
-  state, _ = Checkpointer(mnist_workdir, 1, None).restore(trainer.abstract_state)
-  reference = trainer.evaluate(state)
-  def error(key):  # percent, to within a small fraction of one example in 10,000
-    return pytest.approx(100 * (1 - reference[key]), abs=1e-3)
-  assert rows[0]["top1_error"] == error("eval/accuracy")
-  assert rows[0]["top5_error"] == error("eval/top5_accuracy")
+  # Independent: the checkpoint's network in float64 NumPy over all 10,000 digits at once.
+  member = ensemble.load_member(spec, "m", sharding.create_mesh())
+  variables = jax.device_get(member.predict.args[0])
+  source = member.source
+  params, bn = variables["params"], variables["batch_stats"]
+  stats = [(np.asarray(bn[f"bn{i}"]["mean"]), np.asarray(bn[f"bn{i}"]["var"])) for i in (0, 1)]
+  x = np.asarray(source.normalize(source.eval_images))
+  logits, _ = _numpy_mlp(params, x, stats)
+  def near(expected):  # percent, to within one example in 10,000 (float32 vs float64)
+    return pytest.approx(expected, abs=0.01 + 1e-9)
+  top1, top5 = _top_errors(logits, source.eval_labels)
+  assert rows[0]["top1_error"] == near(top1) and rows[0]["top5_error"] == near(top5)
   saved = json.load(open(os.path.join(out, "report.json")))
   assert saved["results"][0]["rows"] == rows and saved["members"][0]["step"] == 20
   table = open(os.path.join(out, "report.md")).read()
   assert "| ensemble | 28 | 1 | 2 |" in table and "10,000" in table
 
-  # Exact population statistics (Alg. 2, step 10) before evaluating: the same numbers as
-  # the spine's Trainer.population_statistics followed by its evaluation.
+  # Exact population statistics (Alg. 2, step 10) before evaluating: the averages of
+  # the batch moments of the first 3 training batches, computed here in NumPy.
   report = ensemble.run([spec], [1], batch_size=1000, population_stats_batches=3)
-  pop_state = trainer.population_statistics(jax.device_put(state, trainer.state_sharding), 3)
-  reference = trainer.evaluate(pop_state)
+  config = member.config
+  batches = source.train_batches(0, config.train.batch_size, config.seed)
+  moments = [_numpy_mlp(params, np.asarray(source.normalize(next(batches)["image"])))[1]
+             for _ in range(3)]
+  population = [tuple(np.mean([m[i][j] for m in moments], 0) for j in (0, 1)) for i in (0, 1)]
+  logits, _ = _numpy_mlp(params, x, population)
   row = report["results"][0]["rows"][0]
   assert report["members"][0]["population_stats_batches"] == 3
-  assert row["top1_error"] == error("eval/accuracy")
+  top1, top5 = _top_errors(logits, source.eval_labels)
+  assert row["top1_error"] == near(top1) and row["top5_error"] == near(top5)
+  assert row["top1_error"] != rows[0]["top1_error"]  # the moving averages gave another net
 
 
 def test_evaluation_progress_and_with_progress_off_only_results(mnist_workdir, capsys):
@@ -442,14 +477,17 @@ def test_evaluation_progress_and_with_progress_off_only_results(mnist_workdir, c
                      re.M)
     assert f"loaded mlp: {mnist_workdir} step 20" in err
     progress.configure(enabled=False)
-    report = ensemble.run([spec], [1], batch_size=1000)
+    shown = []
+    report = ensemble.run([spec], [1], batch_size=1000, on_result=shown.append)
   finally:
     progress.configure()
   out, err = capsys.readouterr()
-  assert err == ""
+  assert out == err == ""  # the library prints nothing; scripts/evaluate.py prints the lines
   [res] = report["results"]
-  assert out == (evaluate.format_table(res["rows"]) + f"\n1 crop(s): {res['seconds']:.1f} s "
-                 f"({res['crops_per_second']:.0f} crops/s)\n")
+  assert shown == [res]
+  assert eval_report.result_lines(res) == [eval_report.format_table(res["rows"]),
+                                           f"1 crop(s): {res['seconds']:.1f} s "
+                                           f"({res['crops_per_second']:.0f} crops/s)"]
 
 
 def test_missing_checkpoint_and_step_are_clear_errors(mnist_workdir, tmp_path):
@@ -548,3 +586,35 @@ def test_imagenet_sample_every_image_once(tmp_path):
   even = ensemble.run([spec], [1, 10], batch_size=1000)["results"]
   for a, b in zip(odd, even):
     assert a["rows"] == b["rows"] and a["rows"][0]["examples"] == 1000
+
+
+# --------------------------------------------------------------------------- config.evals
+
+
+def test_an_old_config_keeps_its_probe_percentiles_as_the_probe_evaluator():
+  old = json.loads(mnist_fig1.get_config().to_json_best_effort())
+  del old["evals"]
+  old["model"]["record_percentiles"] = [10, 50, 97]  # as config.json held them before evals
+  new = config_upgrade.upgrade(old)
+  assert "record_percentiles" not in new.model
+  assert new.evals.to_dict() == {"eval": {"type": "classification"},
+                                 "probe": {"type": "percentiles", "percentiles": (10, 50, 97)}}
+
+
+def test_every_evaluator_type_is_one_module_and_bad_entries_are_one_line_each():
+  from bn_inception import evaluators
+  for type_name in schema.EVAL_TYPES:
+    assert callable(evaluators.module(type_name).create)
+  evals = ml_collections.ConfigDict({
+      "a": {"type": "clasification"}, "b": {"type": "percentiles", "percentiles": (5, 101)},
+      "c": {"type": "classification", "top_k": 3}, "d": schema.eval_config("multicrop")})
+  assert config_checks.eval_problems(evals) == [
+      "config.evals.a.type='clasification' is not an evaluator type; known: classification, "
+      "multicrop, percentiles.",
+      "config.evals.b.percentiles=(5, 101) must be at least 1 value, each in [0, 100].",
+      "config.evals.c.top_k is not a field of a 'classification' evaluator; fields: none.",
+      "config.evals.d.type='multicrop' runs offline (scripts/evaluate.py), not in the "
+      "training loop."]
+  offline = ml_collections.ConfigDict({"d": schema.eval_config("multicrop", crops=(1, 12))})
+  assert config_checks.eval_problems(offline, offline=True) == [
+      "config.evals.d.crops=(1, 12) must be at least 1 value, each; known: 1, 10, 144."]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bn_inception import checkpoint as ckpt_lib
-from bn_inception import evaluate, progress, report
+from bn_inception import progress, report, sharding
+from bn_inception.evaluators import multicrop as multicrop_eval
 from bn_inception.data import multicrop
 from configs import mnist_fig1
 
@@ -37,7 +38,9 @@ def _evaluate(n, crops, batch_size):
   images = multicrop.ArrayImageSet(rng.integers(0, 256, (n, 8, 8, 1), np.uint8),
                                    rng.integers(0, 5, n), "random")
   fns = {"a": _linear_predict(0), "b": _linear_predict(1)}
-  return evaluate.evaluate(fns, images, crops, evaluate.Geometry(4, 0.5), batch_size, 5)
+  context = multicrop_eval.Context(fns, images, multicrop_eval.Geometry(4, 0.5), 5,
+                                   sharding.create_mesh())
+  return multicrop_eval.Evaluator(context, [crops], batch_size).evaluate(crops)
 
 
 def test_evaluation_reports_crops_done_of_the_right_total(capsys, progress_settings):

@@ -107,7 +107,9 @@ FIG1_ADDED_SINCE = {
     "optim.decay_epochs": 0.0,           # the decay interval was decay_steps
     "train.nonfinite_policy": "stop",
     "train.init_from": "",               # started from scratch
-    "model.record_percentiles": (15, 50, 85),  # Figure 1's, then fixed in the loop
+    "evals.eval.type": "classification",  # the loop's evaluation and
+    "evals.probe.type": "percentiles",    # Figure 1's probe, then fixed in the loop
+    "evals.probe.percentiles": (15, 50, 85),
     "data.tfds_data_dir": "",            # tfds's own default folder
     "model.image_size": 28,              # the MNIST digits it trained on
     "model.dtype": "float32",
@@ -165,6 +167,8 @@ def test_upgrade_of_the_first_mnist_config():
 def test_upgrade_keeps_host_distortion_of_configs_before_distort_on_device():
   new = assert_upgraded(BN_X30_CPU_BEFORE_2D98D72,
                         {"data.distort_on_device": False, "train.init_from": "",
+                         "evals.eval.type": "classification", "evals.probe.type": "percentiles",
+                         "evals.probe.percentiles": (15, 50, 85),
                          "model.bn_scale": True, "model.first_conv_bn": True},  # the paper's net
                         "bn_x30:cpu@2d98d72^")
   assert not imagenet_pipeline.distorts_on_device(new.data)

@@ -369,7 +369,7 @@ def test_init_from_semantics(tmp_path, caplog):
   """Parameters and BN statistics of the chosen step, a fresh 10-way classifier and
   optimizer at step 0; a rerun resumes its own checkpoint; bad sources are refused."""
   from bn_inception import checkpoint as ckpt_lib
-  from bn_inception import train
+  from bn_inception import finetune, train
   source = str(tmp_path / "source")
   train.train_and_evaluate(_tiny(tmp_path, num_steps=2), source)
   config = _tiny(tmp_path, num_steps=1, init_from=f"{source}@1")
@@ -377,7 +377,7 @@ def test_init_from_semantics(tmp_path, caplog):
   config.data.train_dir = _ten_class_folder(tmp_path)
   trainer = train.Trainer(config)
   fresh = trainer.init_state()
-  state = train.init_from(trainer, fresh, f"{source}@1")
+  state = finetune.init_from(trainer, fresh, f"{source}@1")
   src_trainer = train.Trainer(_tiny(tmp_path))
   checkpointer = ckpt_lib.Checkpointer(source)
   src, _ = checkpointer.restore(src_trainer.abstract_state, step=1)
@@ -393,7 +393,7 @@ def test_init_from_semantics(tmp_path, caplog):
   assert state.params["logits"]["kernel"].shape == (512, 10)
   for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(fresh.opt_state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  newest = train.init_from(trainer, fresh, source)  # no @step: the newest (2)
+  newest = finetune.init_from(trainer, fresh, source)  # no @step: the newest (2)
   assert not np.array_equal(np.asarray(newest.params["dense0"]["kernel"]),
                             np.asarray(state.params["dense0"]["kernel"]))
   caplog.set_level(logging.INFO)
@@ -408,8 +408,8 @@ def test_init_from_semantics(tmp_path, caplog):
   assert "Initialised" not in caplog.text
 
   with pytest.raises(ckpt_lib.CheckpointError, match="No checkpoint at step 7"):
-    train.init_from(trainer, fresh, f"{source}@7")
+    finetune.init_from(trainer, fresh, f"{source}@7")
   with pytest.raises(ValueError, match="holds a 'mlp' model"):
     config_inception = bn_x30.get_config("cpu")
     config_inception.train.init_from = source
-    train.init_from(train.Trainer(config_inception), None, source)
+    finetune.init_from(train.Trainer(config_inception), None, source)

@@ -57,7 +57,7 @@ def test_eval_is_exact_against_numpy(mnist):
   and so do the percentiles of what the model records (Fig. 1(b, c)), at the
   percentiles the config asks for."""
   config = small_config("no_bn")
-  config.model.record_percentiles = (10, 50, 97)
+  config.evals.probe.percentiles = (10, 50, 97)
   trainer = train.Trainer(config, source=mnist)
   state = trainer.init_state()
   result = trainer.evaluate(state)

@@ -32,12 +32,13 @@ from typing import Tuple
 
 import numpy as np
 
+from bn_inception import schema
 from bn_inception.data.base import DataSource, ImageSet
 from bn_inception.data.image_readers import (  # noqa: F401 (image sets, for callers)
     EncodedImageSet, TfRecordImageSet, decode_image as _decode)
 from bn_inception.data.in_memory import ArrayImageSet  # noqa: F401
 
-CROP_SCHEMES = (1, 10, 144)
+CROP_SCHEMES = schema.CROP_SCHEMES
 PLAN_COLUMNS = ("resized_h", "resized_w", "y", "x", "h", "w", "flip")
 REFERENCE_SIZE = 224                      # the resolution the paper's sizes refer to
 GOOGLENET_SCALES = (256, 288, 320, 352)   # shorter sides of the 144-crop scheme at 224

@@ -13,7 +13,7 @@ from bn_inception.batchnorm import BatchNorm
 
 # The flax collection a model puts per-example values into when it is mutable, for
 # analysis rather than training (e.g. Figure 1's last-hidden-layer input). The
-# training loop summarises each by config.model.record_percentiles, as
+# percentiles evaluator (config.evals.probe) summarises each as
 # eval/probe/<name>/p<q>.
 RECORDED = "probe"
 
