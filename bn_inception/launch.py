@@ -38,7 +38,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
 
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
+from bn_inception.workdir import REPO_ROOT
 
 NO_SBATCH = ("`sbatch` was not found on PATH: this machine is not a SLURM submit host. Use "
              "--launcher=local to run here, or --print_commands to print the commands for "

@@ -20,10 +20,12 @@ from typing import Any, Callable, Dict, Mapping, Union
 
 import ml_collections
 
+from bn_inception import workdir  # the repository's root (standard library only)
+
 ConfigDict = ml_collections.ConfigDict
 
 # <repo>/bn_inception/schema.py -> <repo>/../shared/data
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_REPO_ROOT = pathlib.Path(workdir.REPO_ROOT)
 DATA_ENV_VAR = "BN_INCEPTION_DATA"
 
 # Fields that do not change what a run computes: where it finds its data, how its

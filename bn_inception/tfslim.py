@@ -33,7 +33,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bn_inception.checkpoint import CheckpointError
+from bn_inception.workdir import CheckpointError
 from bn_inception.models.inception import (DEPTH_MULTIPLIER, ConvRow, InceptionRow, Row,
                                            figure5_table, row_branches)
 
@@ -255,11 +255,12 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   import jax
   import jax.numpy as jnp
   from bn_inception import checkpoint as ckpt_lib
-  from bn_inception import models, optim, train
+  from bn_inception import models, optim, train, workdir_config
+  from bn_inception.workdir import finished_steps
+  from bn_inception.workdir_lock import workdir_lock
 
-  ckpt_lib.check_or_save_config(workdir, config, save=False)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(ckpt_dir) and any(e.name.isdigit() for e in os.scandir(ckpt_dir)):
+  workdir_config.check_or_save_config(workdir, config, save=False)
+  if finished_steps(workdir):
     raise TfslimImportError(f"{workdir} already holds checkpoints; import into a new "
                             "--workdir. Nothing was written.")
   model = models.create_model(config)
@@ -277,11 +278,11 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   # As arrays throughout (the step too), like the state a training run saves.
   state = jax.tree.map(jnp.asarray, train.train_state_of(model, tx, variables))
   offset = shapes[f"{SCOPE}/{LOGITS}/weights"][-1] - config.model.num_classes
-  meta = {"step": 0, "seed": config.seed, "examples_seen": 0, "nonfinite_steps": 0,
-          "num_devices": 1, "imported_from": os.path.abspath(path),
-          "label_offset": int(offset)}
-  with ckpt_lib.workdir_lock(workdir):
-    ckpt_lib.check_or_save_config(workdir, config)
+  meta = ckpt_lib.record(step=0, seed=config.seed, batch_size=config.train.batch_size,
+                         nonfinite_steps=0, num_devices=1,
+                         imported_from=os.path.abspath(path), label_offset=int(offset))
+  with workdir_lock(workdir):
+    workdir_config.check_or_save_config(workdir, config)
     checkpointer = ckpt_lib.Checkpointer(workdir, every_steps=1, keep=None, owner=True)
     try:
       checkpointer.save(0, state, meta, force=True)

@@ -256,6 +256,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
       ckpt_lib.check_or_save_config(workdir, config, save=False)
       trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
       tc = config.train
+      ckpt_lib.check_resume(workdir, trainer.abstract_state, tc.num_steps)  # before writing
       # One trainer per workdir; its full log lines go to <workdir>/log.txt.
       with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
         checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every,
@@ -290,12 +291,6 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
     state = jax.device_put(state, trainer.state_sharding)
     logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
                  workdir, meta.get("examples_seen"))
-    if int(state.step) > tc.num_steps:
-      raise ckpt_lib.WorkdirConfigError(
-          f"config.train.num_steps={tc.num_steps} is below the newest checkpoint's step "
-          f"{int(state.step)} in {workdir}: that run is already past it. Give "
-          f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
-          f"--workdir. Nothing was changed.")
     # Checkpoints written before these records existed have neither.
     if meta.get("train_metrics") is not None:  # the partial train/* averages
       train_metrics = metrics_lib.collection_from_json(metrics_lib.TrainMetrics,
@@ -323,14 +318,10 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
     writer.write_hparams({"num_params": n_params})
 
   def meta(eval_pending=False):
-    step = int(state.step)
-    return {"step": step, "seed": config.seed,
-            "examples_seen": step * tc.batch_size, "nonfinite_steps": int(state.nonfinite_steps),
-            "num_devices": trainer.mesh.size,
-            # Partial averages since the last train/* row, so that the first row after
-            # a resume equals the uninterrupted run's; and an evaluation due at this
-            # step that a stop skipped (the resumed run does it first).
-            "train_metrics": _metrics_meta(train_metrics), "eval_pending": eval_pending}
+    return ckpt_lib.record(
+        step=int(state.step), seed=config.seed, batch_size=tc.batch_size,
+        nonfinite_steps=int(state.nonfinite_steps), num_devices=trainer.mesh.size,
+        train_metrics=_metrics_meta(train_metrics), eval_pending=eval_pending)
 
   # clu's ReportProgress (steps/s to the writers) and one console line per log step.
   report = progress.TrainProgress(

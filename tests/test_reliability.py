@@ -211,8 +211,8 @@ def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
   assert f"Resumed from step {saved[-1]} " in err
   assert_same_state(load_state(workdir), reference[1])
   TALLY["events"].append(f"kill -9 after {delay:.2f} s: resumed from step {saved[-1]}")
-  from bn_inception.metrics import read_jsonl
-  rows = read_jsonl(str(workdir / "metrics.jsonl"))
+  from bn_inception.workdir import read_metrics
+  rows = read_metrics(str(workdir))
   assert [s for s in rows if "train/loss" in rows[s]] == list(range(20, NUM_STEPS + 1, 20))
   assert [s for s in rows if "eval/accuracy" in rows[s]] == [60, 120]
 
@@ -409,11 +409,12 @@ def test_save_over_a_stale_step_dir_moves_it_aside(tmp_path, reference, abstract
 
 
 def test_metrics_row_after_a_cut_line_survives(tmp_path):
-  from bn_inception.metrics import JsonlWriter, read_jsonl
+  from bn_inception.metrics import JsonlWriter
+  from bn_inception.workdir import read_metrics
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 20, "train/loss": 1.0}\n{"step": 40, "train/lo')  # kill -9 here
   JsonlWriter(str(path)).write_scalars(40, {"train/loss": 0.5})
-  assert read_jsonl(str(path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
+  assert read_metrics(str(tmp_path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
 
 
 def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, caplog):

@@ -95,8 +95,8 @@ def assert_same_state(a, b):
 
 def run_metrics(workdir):
   """{step: {metric: value}} of the train/* and eval/* rows (timing rows left out)."""
-  from bn_inception.metrics import read_jsonl
-  rows = read_jsonl(str(Path(workdir) / "metrics.jsonl"))
+  from bn_inception.workdir import read_metrics
+  rows = read_metrics(str(workdir))
   return {s: {k: v for k, v in r.items() if k.startswith(("train/", "eval/"))}
           for s, r in rows.items() if any(k.startswith(("train/", "eval/")) for k in r)}
 

@@ -330,7 +330,7 @@ def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, caplog):
   """BN-x30 (32 px) from the imported TF-slim weights with a fresh 10-way classifier
   learns the 10 sample images."""
   from bn_inception import train
-  from bn_inception.metrics import read_jsonl
+  from bn_inception.workdir import read_metrics
   source, _ = imported_workdir
   config = bn_x30.get_config("cpu")
   config.model.num_classes = 10
@@ -348,7 +348,7 @@ def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, caplog):
   caplog.set_level(logging.INFO)
   out = train.train_and_evaluate(config, workdir)
   assert "classifier re-initialised for 10 classes (the source has 1000)" in caplog.text
-  rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  rows = read_metrics(workdir)
   assert rows[20]["train/loss"] < 0.5 * rows[1]["train/loss"]
   assert out["eval/accuracy"] >= 0.5  # chance: 0.1
 
