@@ -607,3 +607,28 @@ def test_disk_full_is_recognised_through_wrapping(tmp_path):
                                   "left on device [os_error_code='28']"))
   assert not cli.disk_full(ValueError("disk quota: fine")) and not cli.disk_full(
       OSError(errno.EACCES, "Permission denied"))
+
+
+def _touched_files(workdir: Path) -> dict:
+  """Bytes and mtime of each file a launch into an existing workdir could write first
+  (the snapshot above leaves the lock and the log out)."""
+  names = (".lock", "log.txt", "metrics.jsonl", "config.json")
+  return {n: ((workdir / n).read_bytes(), (workdir / n).stat().st_mtime_ns)
+          for n in names if (workdir / n).exists()}
+
+
+@pytest.mark.parametrize("case", ["num_steps below the checkpoint",
+                                  "other architecture's checkpoint"])
+def test_a_refused_resume_leaves_even_the_lock_and_the_log_alone(case, tmp_path, finished,
+                                                                 capsys, monkeypatch):
+  """Its 'Nothing was changed' is decided before the lock is taken and the log opened."""
+  monkeypatch.delenv("BN_INCEPTION_DEBUG", raising=False)
+  make, status, expected = CASES[case]
+  run, work = make(tmp_path, finished)
+  before = _touched_files(work)
+  assert {".lock", "log.txt", "metrics.jsonl"} <= set(before)
+  time.sleep(0.01)  # a rewrite would show in the mtimes
+  assert run() == status
+  err = capsys.readouterr().err
+  assert expected in err and "Nothing was changed" in err
+  assert _touched_files(work) == before
