@@ -39,7 +39,7 @@ def job_folder(workdir: str, name: str) -> str:
 
 
 def _absolute_local(workdir: str) -> str:
-  if "://" in workdir:
+  if not workdir_lib.is_local(workdir):
     raise SweepError(f"--launcher=slurm needs a --workdir on a filesystem the nodes share "
                      f"(a path, not {workdir}): submitit keeps each job's files there.")
   return os.path.abspath(workdir)

@@ -238,7 +238,7 @@ def shell_line(argv: Sequence[str]) -> str:
 
 def _workdir_for_children(workdir: str) -> str:
   """Children run from the repo root: make a local relative workdir absolute."""
-  if "://" in workdir or os.path.isabs(workdir):
+  if not workdir_lib.is_local(workdir) or os.path.isabs(workdir):
     return workdir
   return os.path.abspath(workdir)
 
