@@ -574,23 +574,23 @@ def test_a_failed_first_launch_leaves_nothing_and_its_retry_may_change_any_field
 
 
 def test_leftovers_are_removed_only_from_a_workdir_the_launch_created(tmp_path):
-  from bn_inception import checkpoint as ckpt_lib
+  from bn_inception.workdir import remove_launch_leftovers
   new = tmp_path / "new"
   (new / "checkpoints").mkdir(parents=True)
   (new / ".lock").write_text("pid")
-  ckpt_lib.remove_launch_leftovers(str(new))
+  remove_launch_leftovers(str(new))
   assert not new.exists()
   kept = tmp_path / "kept"
   (kept / "checkpoints").mkdir(parents=True)
   (kept / ".lock").write_text("pid")
   (kept / "config.json").write_text("{}")
   (kept / "notes.txt").write_text("mine")
-  ckpt_lib.remove_launch_leftovers(str(kept))
+  remove_launch_leftovers(str(kept))
   assert sorted(p.name for p in kept.iterdir()) == ["config.json", "notes.txt"]
   done = tmp_path / "done"
   (done / "checkpoints" / "20").mkdir(parents=True)
   (done / ".lock").write_text("pid")
-  ckpt_lib.remove_launch_leftovers(str(done))  # a run with a checkpoint: untouched
+  remove_launch_leftovers(str(done))  # a run with a checkpoint: untouched
   assert (done / ".lock").exists() and (done / "checkpoints" / "20").is_dir()
 
 

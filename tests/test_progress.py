@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from bn_inception import checkpoint as ckpt_lib
+from bn_inception import workdir_config
 from bn_inception import evaluate, progress, report_hparams
 from bn_inception.data import multicrop
 from configs import mnist_fig1
@@ -150,7 +150,7 @@ def test_verbosity_brings_back_the_full_console(tmp_path):
 def _member(workdir, name, lr, evals):
   config = mnist_fig1.get_config()
   config.optim.learning_rate = lr
-  ckpt_lib.check_or_save_config(str(workdir / name), config)
+  workdir_config.check_or_save_config(str(workdir / name), config)
   with open(workdir / name / "metrics.jsonl", "w") as f:
     for step, acc in evals:
       f.write(json.dumps({"step": step, "eval/accuracy": acc}) + "\n")

@@ -417,26 +417,34 @@ def test_metrics_row_after_a_cut_line_survives(tmp_path):
   assert read_metrics(str(tmp_path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
 
 
+def test_the_last_logged_step_is_the_last_complete_row(tmp_path):
+  """What the sweep's progress bar polls: a row cut by a crash is not a step."""
+  from bn_inception import workdir
+  assert workdir.last_logged_step(str(tmp_path)) is None
+  (tmp_path / "metrics.jsonl").write_text('{"step": 20, "a": 1}\n{"step": 40, "a": 2}\n'
+                                          '{"step": 60, "a')
+  assert workdir.last_logged_step(str(tmp_path)) == 40
+
 def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, caplog):
-  from bn_inception import checkpoint as ckpt_lib
+  from bn_inception import workdir, workdir_config
   from configs import mnist_fig1
   config = mnist_fig1.get_config()
-  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  workdir_config.check_or_save_config(str(tmp_path), config)
   (tmp_path / "checkpoints" / "20").mkdir(parents=True)  # a run exists (see the retry rule)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["optim"]["momentum"]            # as if written before the field existed
   saved["train"]["retired_field"] = 1       # and a field the code no longer has
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  workdir_config.check_or_save_config(str(tmp_path), config)
   out = caplog.text
   assert "config field optim.momentum is new since this run started; using 0.0" in out
   assert "config field train.retired_field (=1 in the workdir) no longer exists" in out
   config.optim.momentum = 0.5  # but a changed value is still refused
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="optim.momentum: 0.0 in the workdir"):
-    ckpt_lib.check_or_save_config(str(tmp_path), config)
+  with pytest.raises(workdir.WorkdirConfigError, match="optim.momentum: 0.0 in the workdir"):
+    workdir_config.check_or_save_config(str(tmp_path), config)
   (tmp_path / "config.json").write_text('{"optim": ')
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="config.json is unreadable"):
-    ckpt_lib.check_or_save_config(str(tmp_path), config)
+  with pytest.raises(workdir.WorkdirConfigError, match="config.json is unreadable"):
+    workdir_config.check_or_save_config(str(tmp_path), config)
 
 
 # ---- NaN / inf ---------------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from bn_inception import checkpoint as ckpt_lib
 from bn_inception import report, report_runs, sweep_jobs, sweep_runner, train
 from bn_inception import workdir as workdir_lib
 from bn_inception.sweep import Member, SweepError, members, product, variants
@@ -208,7 +207,7 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
   assert [s for s, _ in rows] == [0, 10, 20]  # resumed: step 0 was not trained again
   lines = (workdir / "a" / "metrics.jsonl").read_text().splitlines()
   assert sum(json.loads(l)["step"] == 0 for l in lines) == 1
-  assert ckpt_lib.finished_steps(str(workdir / "a")) == [10, 20]
+  assert workdir_lib.finished_steps(str(workdir / "a")) == [10, 20]
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert [m["name"] for m in manifest["members"]] == ["a", "b"]
   rows = sweep_jobs.status(spec, str(workdir))
