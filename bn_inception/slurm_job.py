@@ -57,12 +57,17 @@ class CommandJob:
     return f"CommandJob({shlex.join(self.argv)})"
 
   def _stop(self, signum: int) -> None:
-    """A stop signal or preemption notice reached this task: the trainer gets SIGTERM."""
+    """A stop signal or preemption notice reached this task: the trainer gets SIGTERM.
+
+    Only the notice is passed on: a SIGTERM from SLURM (scancel, scontrol requeue, the
+    time limit) reaches every process of the job step, the trainer included, and a
+    second SIGTERM would make the trainer abort at once, without its checkpoint.
+    """
     first = self._stopped_by is None
     self._stopped_by = self._stopped_by or signum
-    # Once: the notice reaches both this handler and submitit's checkpoint(), and a
-    # second SIGTERM makes the trainer abort at once, without its checkpoint.
-    if first and self._proc is not None and not self._exited.is_set():
+    # Once: the notice reaches both this handler and submitit's checkpoint().
+    if (first and signum != signal.SIGTERM and self._proc is not None
+        and not self._exited.is_set()):
       try:
         self._proc.send_signal(signal.SIGTERM)
       except ProcessLookupError:
