@@ -14,8 +14,9 @@ A sweep's workdir holds one run per member, <workdir>/<member>, the sweep's
 `sweep.json` (sweep_runner.write_manifest: members in order, their configs and
 commands) and, per member run here, <member>/sweep.log; report.py adds its report.
 
-Nothing else spells these names. This module is the standard library only (schema.py
-imports it); remote paths (gs://...) are read through etils.epath.
+Nothing else spells these names. Loading this module costs only the standard library
+(schema.py imports it); remote paths (gs://...) are read through etils.epath, and the
+clean-up asks jax which process it runs in, each imported where it is used.
 """
 
 from __future__ import annotations
