@@ -1,396 +1,71 @@
-"""The one reader and writer of a workdir: checkpoints (orbax) and config.json.
+"""A run's checkpoints (orbax) and the record beside each: write, list, verified restore.
 
-Nothing else opens `<workdir>/checkpoints` or `<workdir>/config.json`: training
-resumes, the evaluator restores members, the sweep runner lists steps and
-compares configs, all through this module, so every restore is verified the
-same way (`Checkpointer`'s docstring states the fallback rules).
+Training resumes, the evaluator restores members, fine-tuning reads its source and
+the TF-slim import writes its step 0, all through `Checkpointer`, so every restore is
+verified the same way (its docstring states the fallback rules). The workdir's other
+files and names are workdir.py's; config.json is workdir_config.py's.
 
 A checkpoint holds the whole TrainState (step, params, BN statistics, optimizer
-state) and a small JSON record of the data position. The training order is a
+state) and a small JSON `record` of the data position. The training order is a
 function of (seed, step), so the step is all the data order needs to resume.
 
 Reliability (docs/reliability.md): orbax writes each step to
 `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so a crash leaves
-at most a tmp dir, which is ignored and cleaned up. The JSON record carries a
-CRC32 of every array, because orbax restores garbled (not truncated) array files
-silently. Restore checks the stored shapes against the model first (a clear
-error naming the parameter), then falls back over older steps when the newest is
-damaged, moving damaged ones aside to `checkpoints/damaged-<step>` (never deleting).
+at most a tmp dir, which is ignored and cleaned up. The record carries a CRC32 of
+every array (checkpoint_verify.py). Restore checks the stored shapes against the
+model first (a clear error naming the parameter), then falls back over older steps
+when the newest is damaged, moving damaged ones aside to `checkpoints/damaged-<step>`
+(never deleting).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import json
 import logging
 import os
 import shutil
-import zlib
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import jax
-import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
-from flax import traverse_util
 
-from bn_inception import config_upgrade, schema
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-
-# Fields a resumed run may change without becoming a different run: those that do
-# not change what it computes, and how long it runs and how often it is evaluated.
-RESUMABLE_FIELDS = schema.NON_RESULT_FIELDS + (
-    "train.num_steps", "train.eval_every", "train.eval_at_start",
-    # Only what happens at a non-finite step, not the run itself: switching to 'skip'
-    # after a 'stop' is how such a run goes on.
-    "train.nonfinite_policy",
-)
-DAMAGED_PREFIX = "damaged-"
+from bn_inception import event_loops
+from bn_inception.checkpoint_verify import (checksum_mismatches, shape_mismatches,
+                                            state_checksums)
+from bn_inception.workdir import (CheckpointError, DAMAGED_PREFIX, WorkdirConfigError,
+                                  checkpoint_dir, finished_steps)
 
 
-class CheckpointError(Exception):
-  """No usable checkpoint, or one that does not fit this model."""
+def record(*, step: int, seed: int, batch_size: int, nonfinite_steps: int, num_devices: int,
+           train_metrics: Optional[dict] = None, eval_pending: bool = False,
+           **provenance) -> dict:
+  """The JSON record saved beside a checkpoint's arrays (`Checkpointer.save` adds the
+  checksums). `train_metrics`: the partial train/* averages since the last logged
+  row, so that the first row after a resume equals the uninterrupted run's;
+  `eval_pending`: an evaluation due at this step that a stop skipped (the resumed run
+  does it first); `provenance`: where imported weights came from (tfslim.py)."""
+  return {"step": step, "seed": seed, "examples_seen": step * batch_size,
+          "nonfinite_steps": nonfinite_steps, "num_devices": num_devices,
+          "train_metrics": train_metrics, "eval_pending": eval_pending, **provenance}
 
 
-class WorkdirConfigError(Exception):
-  """The workdir holds a run with a different configuration."""
-
-
-class WorkdirBusyError(WorkdirConfigError):
-  """Another live process is training in this workdir."""
-
-
-LOCK_FILE = ".lock"
-
-
-@contextlib.contextmanager
-def workdir_lock(workdir: str):
-  """Hold `<workdir>/.lock` (flock) while training in `workdir`.
-
-  Two trainers in one workdir would interleave checkpoints and metrics; the
-  second one is refused, naming the first. The kernel drops the lock when its
-  process dies, however it dies, so a crashed run never leaves a stale lock.
-  Only process 0 locks (the others write nothing of their own); where flock is
-  unavailable (not POSIX) nothing is locked.
-  """
-  try:
-    import fcntl
-  except ImportError:
-    fcntl = None
-  if fcntl is None or jax.process_index() != 0:
-    yield
+def check_resume(workdir: str, abstract_state, num_steps: int) -> None:
+  """Refuse, before anything is written (lock, log, config), a resume that cannot go
+  on: a newest checkpoint that does not fit the model (CheckpointError naming the
+  arrays) or that is past `num_steps`. Reads only."""
+  steps = finished_steps(workdir)
+  if not steps:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown process"
-      raise WorkdirBusyError(
-          f"{workdir} is in use by another training run ({holder}; lock {path}). Wait "
-          f"for it to finish or stop it, or use another --workdir. Nothing was changed.")
-    import datetime
-    import socket
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                  f"{datetime.datetime.now().isoformat(timespec='seconds')}".encode(), 0)
-    yield
-  finally:
-    os.close(fd)  # releases the lock
-
-
-def remove_launch_leftovers(workdir: str) -> None:
-  """After a launch into a workdir that did not exist before failed or was stopped
-  before its first checkpoint: remove what only that launch made there -- its lock
-  file, its log (`progress.LOG_FILE`) when it got no further than the checks (no
-  config.json), an empty checkpoints/ and then the workdir when it is empty. Never
-  anything else (a config.json or metrics written before a later failure stay; the
-  retry may change any field then, `check_or_save_config`). Process 0 only; local
-  paths only."""
-  if "://" in workdir or jax.process_index() != 0 or not os.path.isdir(workdir):
-    return
-  if finished_steps(workdir):
-    return
-  from bn_inception.progress import LOG_FILE as log_file
-  made = [LOCK_FILE] + ([] if is_workdir(workdir) else [log_file])
-  for name in made:
-    with contextlib.suppress(OSError):
-      os.remove(os.path.join(workdir, name))
-  for path in (os.path.join(workdir, CHECKPOINT_DIR), workdir):
-    with contextlib.suppress(OSError):  # not empty (or gone): leave it
-      os.rmdir(path)
-
-
-def workdir_holder(workdir: str) -> Optional[str]:
-  """Who holds `<workdir>/.lock` now ('pid 12 on host since ...'), or None when no live
-  training run does. A probe: it takes the lock for an instant and gives it back, so a
-  run starting at that very instant could be refused (and would say so)."""
-  try:
-    import fcntl
-  except ImportError:
-    return None
-  try:
-    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDONLY)
-  except OSError:  # no lock file (never trained here), or not a local path
-    return None
-  try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-      return os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown process"
-    return None
-  finally:
-    os.close(fd)
-
-
-def flat(tree) -> Dict[str, Any]:
-  """{'section.field': value} of a nested config (ConfigDict, dict, or its JSON form)."""
-  if hasattr(tree, "to_dict"):
-    tree = tree.to_dict()
-  return {".".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
-
-
-def _as_json(config) -> dict:
-  """A config as config.json stores it (tuples become lists, as on a reload)."""
-  return json.loads(config.to_json_best_effort())
-
-
-def config_path(workdir: str) -> str:
-  return os.path.join(workdir, CONFIG_FILE)
-
-
-def split_step(text: str) -> Tuple[str, Optional[int]]:
-  """'workdir' -> (workdir, None); 'workdir@STEP' -> (workdir, STEP): how a run and
-  one of its checkpoints are named on command lines (evaluation, fine-tuning)."""
-  head, sep, tail = text.strip().rpartition("@")
-  if sep and tail.isdigit():
-    return head, int(tail)
-  if sep and not tail.isdigit() and "/" not in tail:
-    raise ValueError(f"{text!r}: write <workdir> or <workdir>@<step> (a whole number).")
-  return text.strip(), None
-
-
-def is_workdir(path: str) -> bool:
-  """Whether `path` holds a training run (its config.json)."""
-  return epath.Path(config_path(path)).exists()
-
-
-def _saved_json(workdir: str) -> dict:
-  """config.json as written (JSON values), or a WorkdirConfigError naming the file."""
-  path = epath.Path(config_path(workdir))
-  if not is_workdir(workdir):
-    raise CheckpointError(f"{workdir} has no {CONFIG_FILE}: not a training workdir "
-                          f"(scripts/train.py writes it there).")
-  try:
-    return json.loads(path.read_text())
-  except (OSError, ValueError) as e:
+  if steps[-1] > num_steps:
     raise WorkdirConfigError(
-        f"{path} is unreadable ({e}); it records which configuration this workdir's run "
-        "used. Restore it, or use a new --workdir. Nothing was changed.") from e
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The configuration a workdir's run was started with (its config.json), with the
-  fields added since then filled as that run used them (`config_upgrade.upgrade`)."""
-  return config_upgrade.upgrade(_saved_json(workdir))  # an older version's config: today's fields
-
-
-@dataclasses.dataclass(frozen=True)
-class ConfigDifference:
-  """How a configuration differs from the one a workdir's run was started with."""
-  changed: Tuple[str, ...]   # 'field: saved in the workdir, current now' (refuse the run)
-  added: Tuple[str, ...]     # fields the code gained since the run started (a warning each)
-  removed: Tuple[str, ...]   # fields the code dropped since (a warning each)
-
-
-def config_difference(workdir: str, config) -> Optional[ConfigDifference]:
-  """None for a workdir without config.json; else how `config` differs from it.
-
-  Fields in RESUMABLE_FIELDS may change between launches of one run. A field added
-  to (or dropped from) the code since the run started does not make it another run:
-  refusing it would strand every workdir at each code change. An added field whose
-  value now differs from how the run so far behaved (`config_upgrade.upgrade`) is named.
-  """
-  if not is_workdir(workdir):
-    return None
-  saved = flat(_saved_json(workdir))
-  behaved = flat(_as_json(read_config(workdir)))
-  now = flat(_as_json(config))
-  keys = [k for k in sorted(set(saved) | set(now)) if k not in RESUMABLE_FIELDS]
-  return ConfigDifference(
-      changed=tuple(f"{k}: {saved[k]!r} in the workdir, {now[k]!r} now"
-                    for k in keys if k in saved and k in now and saved[k] != now[k]),
-      added=tuple(f"{k} is new since this run started; using {now[k]!r}" +
-                  (f" (the run so far behaved as {behaved[k]!r})"
-                   if k in behaved and behaved[k] != now[k] else "")
-                  for k in keys if k in now and k not in saved),
-      removed=tuple(f"{k} (={saved[k]!r} in the workdir) no longer exists; ignoring it"
-                    for k in keys if k in saved and k not in now))
-
-
-def check_or_save_config(workdir: str, config, save: bool = True) -> None:
-  """Save config.json into a new workdir; refuse a workdir holding another run.
-
-  With save=False only check, so a launch that fails validation (bad batch,
-  missing data) leaves no config.json that would refuse the corrected command.
-  """
-  diff = config_difference(workdir, config)
-  if diff is not None and diff.changed and not finished_steps(workdir):
-    # A launch that failed before its first checkpoint (bad data, a typo) left a
-    # config.json but no run: its retry may change any field.
-    if save and jax.process_index() == 0:
-      _warn(f"{config_path(workdir)} is from a launch that saved no checkpoint; replacing "
-            f"it ({len(diff.changed)} field(s) differ: {'; '.join(diff.changed[:3])}).")
-    diff = None
-  if diff is not None and diff.changed:
-    raise WorkdirConfigError(
-        f"{workdir} holds a run with a different configuration:\n" +
-        "\n".join(f"  {line}" for line in diff.changed) +
-        "\nUse a new --workdir, or rerun with the saved settings to resume. "
-        "Nothing was changed.")
-  if diff is not None and save and jax.process_index() == 0:
-    for line in diff.added + diff.removed:
-      _warn(f"config field {line}.")
-  if save and jax.process_index() == 0:
-    path = epath.Path(config_path(workdir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = epath.Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(_as_json(config), indent=2, sort_keys=True))
-    tmp.replace(path)
-
-
-def check_workdir(workdir: str) -> None:
-  """Refuse, before anything is loaded or written, a path that cannot be a workdir:
-  a file, a folder under a file, one without write permission, a read-only filesystem."""
-  if "://" in workdir:  # a remote filesystem (gs://...): its client reports its own errors
-    return
-  path = os.path.abspath(workdir)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise WorkdirConfigError(f"--workdir={workdir} is a file, not a folder. Use another "
-                             "--workdir. Nothing was changed.")
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise WorkdirConfigError(f"--workdir={workdir} cannot be created: {existing} is a file. "
-                             "Use another --workdir. Nothing was changed.")
-  if not os.access(existing, os.W_OK | os.X_OK):
-    readonly = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-    why = "is on a read-only filesystem" if readonly else "is not writable by this user"
-    raise WorkdirConfigError(f"--workdir={workdir}: {existing} {why}. Use another "
-                             "--workdir. Nothing was changed.")
-
-
-def _warn(msg: str) -> None:
-  logging.warning(msg)  # the console shows it (progress.setup_console), log.txt keeps it
-
-
-def finished_steps(workdir: str) -> List[int]:
-  """Steps of the committed checkpoints of a workdir, oldest first.
-
-  orbax writes each step to `<step>.orbax-checkpoint-tmp-*` and renames it to
-  `<step>` only once it is complete, so a step folder is a finished save (which
-  may still be damaged: only a restore verifies it).
-  """
-  directory = epath.Path(workdir) / CHECKPOINT_DIR
-  if not directory.exists():
-    return []
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-def saved_time(workdir: str, step: int) -> Optional[float]:
-  """When checkpoint `step` of a workdir was committed (its folder's mtime), or None."""
-  path = epath.Path(workdir) / CHECKPOINT_DIR / str(step)
+        f"config.train.num_steps={num_steps} is below the newest checkpoint's step "
+        f"{steps[-1]} in {workdir}: that run is already past it. Give "
+        f"--config.train.num_steps={steps[-1]} or more to go on, or use a new "
+        f"--workdir. Nothing was changed.")
+  reader = Checkpointer(workdir)
   try:
-    return path.stat().mtime
-  except (FileNotFoundError, OSError):
-    return None
-
-
-def _path_str(path) -> str:
-  """'params/dense0/kernel' for both a TrainState path and orbax's stored dict path."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
-def _host_copy(x) -> Optional[np.ndarray]:
-  """The whole array on this host, or None if this host holds only part of it."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    if not x.is_fully_replicated:
-      return None
-    x = x.addressable_data(0)  # replicated: any local copy is the whole array
-  return np.asarray(x)
-
-
-def state_checksums(state) -> Dict[str, str]:
-  """CRC32 of every array of the state, keyed by its path (for the JSON record)."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-    a = _host_copy(leaf)
-    if a is not None:
-      raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)  # any dtype, no copy
-      out[_path_str(path)] = f"{zlib.crc32(raw) & 0xffffffff:08x}"
-  return out
-
-
-def shape_mismatches(stored_tree, abstract_state) -> list:
-  """Lines naming every array whose path or shape differs between checkpoint and model."""
-  stored = {_path_str(p): tuple(m.shape) for p, m in
-            jax.tree_util.tree_flatten_with_path(stored_tree)[0]}
-  wanted = {_path_str(p): tuple(a.shape) for p, a in
-            jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
-  lines = [f"  {k}: checkpoint {stored[k]}, model {wanted[k]}"
-           for k in sorted(set(stored) & set(wanted)) if stored[k] != wanted[k]]
-  lines += [f"  {k}: in the checkpoint {stored[k]}, not in the model"
-            for k in sorted(set(stored) - set(wanted))]
-  lines += [f"  {k}: in the model {wanted[k]}, not in the checkpoint"
-            for k in sorted(set(wanted) - set(stored))]
-  return lines
-
-
-class _QuietClosedLoop(asyncio.SelectorEventLoop):
-  """After a failed restore, tensorstore reads still in flight call back into
-  orbax's (by then closed) event loop and print 'Event loop is closed'
-  tracebacks; drop those callbacks instead."""
-
-  def call_soon_threadsafe(self, *args, **kwargs):
-    if self.is_closed():
-      return None
-    return super().call_soon_threadsafe(*args, **kwargs)
-
-  def call_exception_handler(self, context):
-    if self.is_closed():  # 'Task exception was never retrieved' of the same reads
-      logging.debug("After a failed restore: %s", context.get("message"))
-      return
-    super().call_exception_handler(context)
-
-
-class _QuietLoopPolicy(asyncio.DefaultEventLoopPolicy):
-  def new_event_loop(self):
-    return _QuietClosedLoop()
-
-
-@contextlib.contextmanager
-def _quiet_event_loops():
-  previous = asyncio.get_event_loop_policy()
-  asyncio.set_event_loop_policy(_QuietLoopPolicy())
-  try:
-    yield
+    reader.check_shapes(steps[-1], abstract_state)
   finally:
-    asyncio.set_event_loop_policy(previous)
+    reader.close()
 
 
 class Checkpointer:
@@ -413,8 +88,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str, every_steps: int = 1, keep: Optional[int] = None, *,
                owner: bool = False):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.directory = os.path.abspath(checkpoint_dir(workdir))
     self.owner = owner
+    event_loops.install()  # a failed save or restore: no 'Event loop is closed' tracebacks
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -463,20 +139,19 @@ class Checkpointer:
     self.manager.wait_until_finished()
     if os.path.exists(os.path.join(self.directory, str(step))):
       dst = self._move_aside(step)
-      _warn(f"checkpoint dir for step {step} already exists (unusable); moved it to {dst} "
+      logging.warning(f"checkpoint dir for step {step} already exists (unusable); moved it to {dst} "
             f"and saving step {step} afresh.")
       self.manager.reload()
 
   def _stored_state(self, step: int):
     """The stored TrainState's tree of array metadata (shapes, dtypes) at `step`."""
-    with _quiet_event_loops():
-      stored = self.manager.item_metadata(step)["state"]
+    stored = self.manager.item_metadata(step)["state"]
     stored = getattr(stored, "tree", stored)
     if stored is None:
       raise CheckpointError("no array metadata")
     return stored
 
-  def _check_shapes(self, step: int, expected, part: Callable = lambda tree: tree):
+  def check_shapes(self, step: int, expected, part: Callable = lambda tree: tree):
     """Raise CheckpointError naming every array whose stored shape differs from
     `expected` (compared on `part` of the stored tree).
 
@@ -497,20 +172,16 @@ class Checkpointer:
 
   def _restore_step(self, step: int, target):
     """Read one step into `target` (abstract arrays) and verify it; (state, meta)."""
-    with _quiet_event_loops():
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     state, meta = restored["state"], dict(restored["meta"])
     stored_step = int(state["step"] if isinstance(state, dict) else state.step)
     if stored_step != step or meta.get("step", step) != step:
       raise CheckpointError(f"it holds step {stored_step} (record: {meta.get('step')})")
-    expected = meta.pop("checksums", None)
-    if expected is not None:  # checkpoints of older versions have none
-      actual = state_checksums(state)
-      bad = sorted(k for k in actual if expected.get(k) != actual[k])
-      if bad:
-        raise CheckpointError(f"checksum mismatch in {', '.join(bad[:5])}"
-                              + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    bad = checksum_mismatches(state, meta.pop("checksums", None))
+    if bad:
+      raise CheckpointError(f"checksum mismatch in {', '.join(bad[:5])}"
+                            + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
     return state, meta
 
   def _restore(self, step: Optional[int], check: Callable[[int], None],
@@ -544,7 +215,7 @@ class Checkpointer:
       for bad_step, reason in failures:
         moved = self._move_aside(bad_step) if self.owner else None
         where = f"moved to {moved}" if moved else "left in place"
-        _warn(f"checkpoint at step {bad_step} unusable ({reason}); {where}; "
+        logging.warning(f"checkpoint at step {bad_step} unusable ({reason}); {where}; "
               f"resuming from step {s}.")
       if failures and self.owner:
         self.manager.reload()
@@ -558,7 +229,7 @@ class Checkpointer:
               ) -> Optional[Tuple[Any, dict]]:
     """(TrainState, meta) of the newest usable checkpoint, or of `step`; None when
     there is none (newest only). `abstract_state` carries the target shardings."""
-    return self._restore(step, lambda s: self._check_shapes(s, abstract_state),
+    return self._restore(step, lambda s: self.check_shapes(s, abstract_state),
                          lambda s: abstract_state)
 
   def restore_variables(self, abstract_variables: dict, sharding,
@@ -577,7 +248,7 @@ class Checkpointer:
                           self._stored_state(s))
 
     restored = self._restore(
-        step, lambda s: self._check_shapes(s, abstract_variables, variables_of), target)
+        step, lambda s: self.check_shapes(s, abstract_variables, variables_of), target)
     if restored is None:
       raise CheckpointError(f"No checkpoint in {self.directory}.")
     state, meta = restored

@@ -1,4 +1,5 @@
-"""Shared bits of the absl entry points: one-line errors, a readable console, TF off the GPUs."""
+"""Shared bits of the absl entry points: one-line errors, a readable console (and its
+--progress flag), TF off the GPUs."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ import errno
 import os
 import sys
 
+from absl import flags
+
 from bn_inception import progress
 from bn_inception.signals import Stopped, StopSignals, interrupted_by
 
 USER_ERROR_EXIT = 2  # bad input, an unusable checkpoint, non-finite training under 'stop'
 DISK_FULL_EXIT = 3   # no space left on the device (docs/reliability.md)
 
+_PROGRESS = flags.DEFINE_bool(
+    "progress", True, "Show progress: a line per training log step, done/total with "
+    "rate and ETA for evaluations and other long loops (a live bar on a terminal). "
+    "--noprogress prints only results, warnings and errors.")
+
+
 def _user_errors() -> tuple:
   """Errors a user can fix: printed as one message, exit code 2, no traceback.
   Imported on first use, so --help and flag errors load no JAX or TensorFlow."""
-  from bn_inception.checkpoint import CheckpointError, WorkdirConfigError
+  from bn_inception.workdir import CheckpointError, WorkdirConfigError
   from bn_inception.data import DataError
   return (DataError, CheckpointError, WorkdirConfigError, ValueError, KeyError,
           FileNotFoundError)
@@ -82,6 +91,19 @@ def quiet_library_logs():
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_DropChattyLibraries())
   logging.getLogger("absl").addFilter(_DropChattyLibraries())
+
+
+def full_console_requested() -> bool:
+  """Whether the command line asked for absl's own console (--verbosity, --logtostderr,
+  --alsologtostderr)."""
+  f = flags.FLAGS
+  return any(name in f and (f[name].present or (name != "verbosity" and f[name].value))
+             for name in ("verbosity", "logtostderr", "alsologtostderr"))
+
+
+def setup_console() -> None:
+  """The readable console (`progress.setup_console`) as the parsed flags ask for it."""
+  progress.setup_console(show_progress=_PROGRESS.value, full_console=full_console_requested())
 
 
 def hide_gpus_from_tensorflow():
@@ -191,14 +213,14 @@ def _flag_text(argv, name: str):
 
 def absl_main(run_fn):
   """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
-  the readable console (`progress.setup_console`), chatty library logs dropped, and
+  the readable console (`setup_console`), chatty library logs dropped, and
   user errors as one line (`run_main`)."""
   def main(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
             file=sys.stderr, flush=True)
       sys.exit(2)
-    progress.setup_console()
+    setup_console()
     hide_gpus_from_tensorflow()
     quiet_library_logs()
     return run_main(run_fn)

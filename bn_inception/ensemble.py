@@ -26,11 +26,13 @@ import jax
 import ml_collections
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import workdir as workdir_lib
+from bn_inception import workdir_config
 from bn_inception import config_checks, eval_report
 from bn_inception import overrides as overrides_lib
 from bn_inception import population, progress, sharding
 from bn_inception.batchnorm import BATCH_STATS
-from bn_inception.checkpoint import CheckpointError
+from bn_inception.workdir import CheckpointError
 from bn_inception.data import multicrop
 from bn_inception.evaluators import common
 from bn_inception.evaluators import multicrop as multicrop_eval
@@ -58,7 +60,7 @@ class Member:
 
 def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> MemberSpec:
   """'workdir' or 'workdir@STEP'; a relative workdir is taken relative to base_dir."""
-  text, at_step = ckpt_lib.split_step(text)
+  text, at_step = workdir_lib.split_step(text)
   step = step if at_step is None else at_step
   if not text:
     raise ValueError("An ensemble member has an empty workdir.")
@@ -74,7 +76,7 @@ def expand_workdirs(entries: Sequence[str]) -> List[str]:
       head, sep, tail = entry.rpartition("@")
       pattern, step = (head, sep + tail) if sep and tail.isdigit() else (entry, "")
       found = sorted(d for d in glob.glob(os.path.expanduser(pattern))
-                     if ckpt_lib.is_workdir(d))
+                     if workdir_lib.is_workdir(d))
       if not found:
         raise FileNotFoundError(f"--workdirs pattern {pattern!r} matches no training workdir "
                                 "(a folder with config.json).")
@@ -123,9 +125,9 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   from bn_inception.data import create_source
   who = f"Member {name} ({spec.workdir})"
   config = member_config(spec, overrides)
-  if not ckpt_lib.finished_steps(spec.workdir):
+  if not workdir_lib.finished_steps(spec.workdir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
-                          f"in {os.path.join(spec.workdir, ckpt_lib.CHECKPOINT_DIR)}); train "
+                          f"in {os.path.join(spec.workdir, workdir_lib.CHECKPOINT_DIR)}); train "
                           "it first or remove it from the ensemble.")
   source = create_source(config.data)
   try:
@@ -199,7 +201,7 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
   if population_stats_batches < 0:
     raise ValueError(f"population_stats_batches={population_stats_batches} must be >= 0.")
   if mesh is None:  # multi-host evaluation starts like training (config.distributed)
-    sharding.maybe_initialize_distributed(ckpt_lib.read_config(specs[0].workdir))
+    sharding.maybe_initialize_distributed(workdir_config.read_config(specs[0].workdir))
     mesh = sharding.create_mesh()
   multicrop_eval.check_request(crops, batch_size, mesh)  # before restoring anything
   split, overrides = _split_override(specs, split, overrides)
@@ -226,7 +228,7 @@ def _split_override(specs: Sequence[MemberSpec], split: str, overrides: Sequence
   if split in ("eval", "train"):
     return split, overrides
   from bn_inception.data.factory import NAMED_SPLITS
-  first = ckpt_lib.read_config(specs[0].workdir)
+  first = workdir_config.read_config(specs[0].workdir)
   if first.data.name not in NAMED_SPLITS:
     raise ValueError(f"split={split!r}: use 'eval' or 'train' ({split!r} names a split "
                      f"only for data.name in {NAMED_SPLITS}).")
@@ -235,7 +237,7 @@ def _split_override(specs: Sequence[MemberSpec], split: str, overrides: Sequence
 
 def member_config(spec: MemberSpec, overrides: Sequence[str] = ()):
   """A member's config.json with the evaluation's overrides (data and train only)."""
-  return overrides_lib.apply_text(ckpt_lib.read_config(spec.workdir), overrides,
+  return overrides_lib.apply_text(workdir_config.read_config(spec.workdir), overrides,
                                   sections=("data", "train"), flag="--override=")
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Dict
 
-from bn_inception.metrics import read_jsonl
+from bn_inception.workdir import read_metrics
 
 PROBE = "eval/probe/last_hidden_input"
 FIG1_KEYS = {"test_accuracy": "eval/accuracy", "p15": f"{PROBE}/p15",
@@ -15,7 +15,7 @@ FIG1_KEYS = {"test_accuracy": "eval/accuracy", "p15": f"{PROBE}/p15",
 
 def fig1_series(workdir: str) -> Dict[str, list]:
   """{"steps": [...], "test_accuracy": [...], "p15": ..., "p50": ..., "p85": ...}."""
-  rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  rows = read_metrics(workdir)
   steps = [s for s, r in rows.items() if all(k in r for k in FIG1_KEYS.values())]
   out = {"steps": steps}
   for key, metric in FIG1_KEYS.items():

@@ -9,6 +9,9 @@ import logging
 import jax
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import checkpoint_verify
+from bn_inception import workdir as workdir_lib
+from bn_inception import workdir_config
 from bn_inception import models, sharding
 from bn_inception.batchnorm import BATCH_STATS
 
@@ -17,9 +20,9 @@ def init_from(trainer, state, spec: str):
   the run `spec` = 'workdir' or 'workdir@step' (restored and verified like every
   checkpoint); its classifier is kept fresh when the number of classes differs.
   `trainer` is the run's `train.Trainer` (its config, data, mesh and sharding)."""
-  workdir, step = ckpt_lib.split_step(spec)
+  workdir, step = workdir_lib.split_step(spec)
   config = trainer.config
-  source = ckpt_lib.read_config(workdir)
+  source = workdir_config.read_config(workdir)
   if source.model.name != config.model.name:
     raise ValueError(f"train.init_from={spec!r} holds a {source.model.name!r} model, this "
                      f"run trains {config.model.name!r}.")
@@ -28,10 +31,10 @@ def init_from(trainer, state, spec: str):
   if new_head:  # the registry names each model's classifier (schema.MODELS)
     head = models.classifier(config)
     params[head] = state.params[head]
-  lines = ckpt_lib.shape_mismatches({"params": params, BATCH_STATS: batch_stats},
+  lines = checkpoint_verify.shape_mismatches({"params": params, BATCH_STATS: batch_stats},
                                     {"params": state.params, BATCH_STATS: state.batch_stats})
   if lines:
-    raise ckpt_lib.CheckpointError(
+    raise workdir_lib.CheckpointError(
         f"train.init_from={spec!r} does not fit this model:\n" + "\n".join(lines[:20]) +
         "\nFine-tuning keeps the network (only model.num_classes may differ).")
   logging.info(
@@ -53,8 +56,8 @@ def _restore(trainer, source, spec: str, workdir: str, step):
   try:
     variables, restored_step = checkpointer.restore_variables(
         abstract, sharding.replicated(trainer.mesh), step)
-  except ckpt_lib.CheckpointError as e:
-    raise ckpt_lib.CheckpointError(f"train.init_from={spec!r}: {e}") from e
+  except workdir_lib.CheckpointError as e:
+    raise workdir_lib.CheckpointError(f"train.init_from={spec!r}: {e}") from e
   finally:
     checkpointer.close()
   return dict(variables["params"]), variables.get(BATCH_STATS, {}), restored_step

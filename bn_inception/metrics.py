@@ -15,6 +15,8 @@ import numpy as np
 import optax
 from clu import metric_writers, metrics
 
+from bn_inception import workdir as workdir_lib
+
 
 def topk_correct(logits, labels, k: int):
   """1.0 where the label is among the k highest logits, ties counted against it.
@@ -83,7 +85,8 @@ def collection_from_json(cls, data: dict):
 
 
 class JsonlWriter(metric_writers.MetricWriter):
-  """Scalars as one JSON object per line in <workdir>/metrics.jsonl (for scripts/report)."""
+  """Scalars as one JSON object per line in <workdir>/metrics.jsonl (read back by
+  workdir.read_metrics: scripts/report.py, the sweep's status, Figure 1)."""
 
   def __init__(self, path: str):
     self.path = path
@@ -128,29 +131,11 @@ class JsonlWriter(metric_writers.MetricWriter):
     pass
 
 
-def read_jsonl(path: str) -> dict:
-  """{step: {metric: value}}; a later row for the same step (after a resume) wins per metric."""
-  out: dict = {}
-  if not os.path.exists(path):
-    return out
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line cut by a crash
-      out.setdefault(row.pop("step"), {}).update(row)
-  return dict(sorted(out.items()))
-
-
 def create_writer(workdir: str):
   """TensorBoard events + log lines (process 0), plus metrics.jsonl."""
   if jax.process_index() > 0:
     return metric_writers.create_default_writer(workdir, just_logging=True)
   return metric_writers.MultiWriter([
       metric_writers.create_default_writer(workdir, asynchronous=False),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+      JsonlWriter(workdir_lib.metrics_path(workdir)),
   ])

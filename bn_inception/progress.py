@@ -2,13 +2,14 @@
 
 One module for all of it, so every job looks the same:
 
-* `setup_console()` (called by `cli.absl_main` after flag parsing): by default the
+* `setup_console(...)` (called by `cli.setup_console` after flag parsing): by default the
   console shows this project's own messages plainly, warnings and errors from
   anywhere (library ones with absl's `W1201 12:05:31 ... file.py:12]` prefix), and
   the progress lines below; library INFO lines (clu's per-step `logging_writer.py`
-  scalars, orbax, jax) are left to the log file. `--verbosity=0` (or any
-  `--verbosity`, `--logtostderr`, `--alsologtostderr`) brings back absl's full
-  console; `--noprogress` leaves only results, warnings and errors.
+  scalars, orbax, jax) are left to the log file. `full_console=True` (the command
+  line's `--verbosity`, `--logtostderr`, `--alsologtostderr`) brings back absl's full
+  console; `show_progress=False` (`--noprogress`) leaves only results, warnings and
+  errors. The flags are cli.py's.
 * `log_file(workdir)`: every log line, with absl's prefix, appended to
   `<workdir>/log.txt` while a run trains there.
 * `Progress` / `track`: work done toward a total (crops, batches, windows, steps),
@@ -17,7 +18,6 @@ One module for all of it, so every job looks the same:
 * `TrainProgress`: clu's `ReportProgress` (steps/s and uptime to the writers, as
   before) plus one readable line per log step: run, step/total, loss, accuracy,
   images/s, ETA (from ReportProgress's steps/s) and the last evaluation.
-* `workdir_step(workdir)`: the last step a run has logged (its metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -30,16 +30,9 @@ from typing import Iterable, Iterator, Optional
 
 import tqdm
 
-from absl import flags
+from bn_inception import workdir as workdir_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOG_FILE = "log.txt"
 EVERY_SECS = 20.0  # a progress line in a log at most this often (a few a minute)
-
-_PROGRESS = flags.DEFINE_bool(
-    "progress", True, "Show progress: a line per training log step, done/total with "
-    "rate and ETA for evaluations and other long loops (a live bar on a terminal). "
-    "--noprogress prints only results, warnings and errors.")
 
 # The progress lines' logger: its own plain console handler; it also propagates to
 # the root logger's handlers (the log file, and absl's console when it is on).
@@ -111,7 +104,7 @@ class _ConsoleHandler(logging.Handler):
   @staticmethod
   def ours(record) -> bool:
     path = os.path.abspath(record.pathname or "")
-    return path.startswith(REPO_ROOT + os.sep) and "site-packages" not in path
+    return path.startswith(workdir_lib.REPO_ROOT + os.sep) and "site-packages" not in path
 
   def filter(self, record) -> bool:
     if record.name == _LOG.name:
@@ -137,21 +130,12 @@ _plain = _PlainHandler()
 _LOG.addHandler(_plain)
 
 
-def full_console_requested() -> bool:
-  """Whether the command line asked for absl's own console (--verbosity, --logtostderr,
-  --alsologtostderr)."""
-  f = flags.FLAGS
-  return any(name in f and (f[name].present or (name != "verbosity" and f[name].value))
-             for name in ("verbosity", "logtostderr", "alsologtostderr"))
-
-
-def setup_console() -> None:
+def setup_console(show_progress: bool = True, full_console: bool = False) -> None:
   """The readable console (module docstring), after absl has parsed the flags."""
   from absl import logging as absl_logging
-  configure(enabled=_PROGRESS.value, live=_settings["live"],
-            every_secs=_settings["every_secs"])
+  configure(enabled=show_progress, live=_settings["live"], every_secs=_settings["every_secs"])
   root = logging.getLogger()
-  if full_console_requested():
+  if full_console:
     _LOG.removeHandler(_plain)  # absl prints the progress lines, with its prefix
     return
   absl_handler = absl_logging.get_absl_handler()
@@ -175,12 +159,11 @@ def echo(text: str, stream) -> None:
 def log_file(workdir: str, process_index: int = 0):
   """Append every log line (absl's format, at the logging level in force) to
   <workdir>/log.txt (log.<i>.txt for process i > 0) while the block runs."""
-  if "://" in workdir:  # remote workdirs: the console and TensorBoard only
+  if not workdir_lib.is_local(workdir):  # remote workdirs: the console and TensorBoard only
     yield None
     return
   from absl import logging as absl_logging
-  name = LOG_FILE if process_index == 0 else f"log.{process_index}.txt"
-  path = os.path.join(workdir, name)
+  path = workdir_lib.log_path(workdir, process_index)
   os.makedirs(workdir, exist_ok=True)
   handler = logging.FileHandler(path, mode="a", encoding="utf-8")
   handler.setFormatter(absl_logging.PythonFormatter())
@@ -366,25 +349,3 @@ class _TrainConsole:
 
   def close(self):
     self.flush()
-
-
-# ------------------------------------------------------------------------------ workdirs
-
-
-def workdir_step(workdir: str) -> Optional[int]:
-  """The last step a training run in `workdir` has logged (its metrics.jsonl), if any."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  try:
-    with open(path, "rb") as f:
-      f.seek(0, os.SEEK_END)
-      f.seek(max(0, f.tell() - 8192))
-      tail = f.read().decode("utf-8", "replace").splitlines()
-  except OSError:
-    return None
-  import json
-  for line in reversed(tail):
-    try:
-      return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-      continue  # a line cut by a crash, or the first partial line of the tail
-  return None

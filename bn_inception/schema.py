@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Tuple
 
 import ml_collections
 
+from bn_inception import workdir  # the repository's root (standard library only)
 from bn_inception.field_rules import (FINITE, FLAG, TEXT, Rule, above, at_least, custom, each,
                                       one_of, ordered_pair, when, within)
 from bn_inception.registry import Dataset, Model, by_name
@@ -29,12 +30,12 @@ from bn_inception.registry import Dataset, Model, by_name
 ConfigDict = ml_collections.ConfigDict
 
 # <repo>/bn_inception/schema.py -> <repo>/../shared/data
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_REPO_ROOT = pathlib.Path(workdir.REPO_ROOT)
 DATA_ENV_VAR = "BN_INCEPTION_DATA"
 
 # Fields that do not change what a run computes: where it finds its data, how its
 # processes start, and how often it logs and saves (resumes are bit-equal). Two runs
-# differing only in these are the same run (checkpoint.RESUMABLE_FIELDS, report.py).
+# differing only in these are the same run (workdir_config.RESUMABLE_FIELDS, report.py).
 NON_RESULT_FIELDS = (
     "data.data_dir", "data.download_if_missing", "distributed", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",

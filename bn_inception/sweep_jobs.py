@@ -11,8 +11,8 @@ of it is pending or running (the scheduler's records) and no live run holds its 
 are requeued by SLURM itself and resume from their checkpoint (launch.py).
 
 `status` reads a sweep the same way whether it ran here (scripts/sweep.py) or as jobs:
-the checkpoints (bn_inception/checkpoint.py), metrics.jsonl (metrics.read_jsonl), the
-workdir lock, and for members with jobs the scheduler (sacct/squeue).
+the checkpoints and metrics.jsonl (bn_inception/workdir.py), the workdir lock
+(workdir_lock.py), and for members with jobs the scheduler (sacct/squeue).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import time
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from bn_inception import launch, sweep_runner
+from bn_inception import workdir as workdir_lib
 from bn_inception.sweep import SweepError
+from bn_inception.workdir_lock import workdir_holder
 
 SLURM_FOLDER = "slurm"
 SUBMIT_LOCK = ".submit.lock"
@@ -37,7 +39,7 @@ def job_folder(workdir: str, name: str) -> str:
 
 
 def _absolute_local(workdir: str) -> str:
-  if "://" in workdir:
+  if not workdir_lib.is_local(workdir):
     raise SweepError(f"--launcher=slurm needs a --workdir on a filesystem the nodes share "
                      f"(a path, not {workdir}): submitit keeps each job's files there.")
   return os.path.abspath(workdir)
@@ -102,7 +104,6 @@ def _one_submitter(workdir: str):
 
 def _plan(workdir: str, resolved, max_failures: int) -> List[Submission]:
   """What to do with each member, from its workdir, lock and jobs."""
-  from bn_inception import checkpoint as ckpt_lib
   ids, states = _jobs(workdir, [r.name for r in resolved])
   plan: List[Submission] = []
   for r in resolved:
@@ -110,7 +111,7 @@ def _plan(workdir: str, resolved, max_failures: int) -> List[Submission]:
     status, step = sweep_runner.member_status(run_dir, r.num_steps)
     active = [j for j in ids[r.name] if states[j].active]
     failed = [j for j in ids[r.name] if states[j].state == "failed"]
-    holder = None if active else ckpt_lib.workdir_holder(run_dir)
+    holder = None if active else workdir_holder(run_dir)
     if status == "finished" and not active:
       plan.append(Submission(r.name, "finished", detail=f"checkpoint at step {step}"))
     elif active:
@@ -190,8 +191,7 @@ def status(spec: str, workdir: str, only: Optional[Sequence[str]] = None
            ) -> List[MemberStatus]:
   """Where each chosen member stands, from its workdir and (when it has jobs) SLURM.
   Without SLURM on this machine, members with jobs get state 'unknown' and the reason."""
-  from bn_inception import checkpoint as ckpt_lib
-  from bn_inception import metrics, report
+  from bn_inception import report_runs
   resolved = sweep_runner.members_to_run(spec, only)[1]
   names = [r.name for r in resolved]
   ids = {n: launch.submitted_jobs(job_folder(workdir, n)) for n in names}
@@ -204,11 +204,11 @@ def status(spec: str, workdir: str, only: Optional[Sequence[str]] = None
   rows = []
   for r in resolved:
     run_dir = sweep_runner.member_workdir(workdir, r.name)
-    saved = ckpt_lib.finished_steps(run_dir)
-    logged = metrics.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-    evals = report.eval_curve(logged)
-    times = [t for t in (_mtime(os.path.join(run_dir, "metrics.jsonl")),
-                         ckpt_lib.saved_time(run_dir, saved[-1]) if saved else None) if t]
+    saved = workdir_lib.finished_steps(run_dir)
+    logged = workdir_lib.read_metrics(run_dir)
+    evals = report_runs.eval_curve(logged)
+    times = [t for t in (_mtime(workdir_lib.metrics_path(run_dir)),
+                         workdir_lib.saved_time(run_dir, saved[-1]) if saved else None) if t]
     row = MemberStatus(r.name, "", "", max(saved[-1:] + list(logged)[-1:] + [0]), r.num_steps,
                        evals[-1][1] if evals else None, evals[-1][0] if evals else None,
                        max(times) if times else None)
@@ -228,7 +228,7 @@ def status(spec: str, workdir: str, only: Optional[Sequence[str]] = None
         elif job.restarts and job.state == "running":
           row.detail = f"requeued {job.restarts}x"
     else:
-      holder = ckpt_lib.workdir_holder(run_dir)
+      holder = workdir_holder(run_dir)
       local_error = _local_error(run_dir)
       if finished:
         row.state = "finished"
@@ -254,7 +254,7 @@ def _mtime(path: str) -> Optional[float]:
 def _local_error(run_dir: str) -> str:
   """The last `error:` line of the newest run in <member>/sweep.log (scripts/sweep.py's
   log of a local member), with the log's path; '' if that run had none."""
-  path = os.path.join(run_dir, sweep_runner.LOG_FILE)
+  path = os.path.join(run_dir, workdir_lib.SWEEP_LOG)
   try:
     with open(path, errors="replace") as f:
       lines = f.read().splitlines()

@@ -30,14 +30,16 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import ml_collections
 
-from bn_inception import config_checks, config_files, overrides, progress
+# report_*: imported now, not when the first member ends: code edited (or pulled) while
+# a member trains must not meet the modules this process already holds.
+from bn_inception import (config_checks, config_files, overrides, progress, report_hparams,
+                          report_runs)
+from bn_inception import workdir as workdir_lib
 from bn_inception.signals import StopSignals, Stopped
 from bn_inception.sweep import Member, SweepError
+from bn_inception.workdir import REPO_ROOT, SWEEP_LOG, SWEEP_MANIFEST
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = "scripts/train.py"
-MANIFEST = "sweep.json"
-LOG_FILE = "sweep.log"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 
@@ -191,8 +193,7 @@ def member_workdir(workdir: str, name: str) -> str:
 
 def member_status(run_dir: str, num_steps: int) -> Tuple[str, int]:
   """('finished', num_steps) | ('interrupted', last checkpoint step) | ('new', 0)."""
-  from bn_inception import checkpoint as ckpt_lib
-  steps = ckpt_lib.finished_steps(run_dir)
+  steps = workdir_lib.finished_steps(run_dir)
   if num_steps in steps:
     return "finished", num_steps
   if steps:
@@ -202,13 +203,13 @@ def member_status(run_dir: str, num_steps: int) -> Tuple[str, int]:
 
 def check_workdirs(workdir: str, resolved: Sequence[ResolvedMember]) -> None:
   """Refuse, before anything runs, member directories that hold a different run: the
-  training loop's own rule (checkpoint.check_or_save_config), checked for every member."""
-  from bn_inception import checkpoint as ckpt_lib
+  training loop's own rule (workdir_config.check_or_save_config), checked for every member."""
+  from bn_inception import workdir_config
   problems = []
   for r in resolved:
     try:
-      ckpt_lib.check_or_save_config(member_workdir(workdir, r.name), r.config, save=False)
-    except ckpt_lib.WorkdirConfigError as e:
+      workdir_config.check_or_save_config(member_workdir(workdir, r.name), r.config, save=False)
+    except workdir_lib.WorkdirConfigError as e:
       diffs = [line.strip() for line in str(e).splitlines()[1:-1]]
       problems.append(f"  {r.name}: " + "; ".join(diffs[:4]) +
                       (f"; ... ({len(diffs)} fields)" if len(diffs) > 4 else ""))
@@ -237,7 +238,7 @@ def shell_line(argv: Sequence[str]) -> str:
 
 def _workdir_for_children(workdir: str) -> str:
   """Children run from the repo root: make a local relative workdir absolute."""
-  if "://" in workdir or os.path.isabs(workdir):
+  if not workdir_lib.is_local(workdir) or os.path.isabs(workdir):
     return workdir
   return os.path.abspath(workdir)
 
@@ -247,7 +248,7 @@ def write_manifest(workdir: str, spec: str, resolved: Sequence[ResolvedMember],
   """<workdir>/sweep.json: the sweep's members in order, their configs and commands
   (and `extra`, e.g. the SLURM resources of a submitted sweep)."""
   from etils import epath
-  path = epath.Path(workdir) / MANIFEST
+  path = epath.Path(workdir) / SWEEP_MANIFEST
   path.parent.mkdir(parents=True, exist_ok=True)
   rows = []
   for r in resolved:
@@ -283,7 +284,7 @@ def _run_subprocess(argv: List[str], log_path: str, interrupt: StopSignals, out,
         progress.echo(line, out)  # its own lines carry step, loss and ETA
         if bar is not None and time.time() - checked > 2:
           checked = time.time()
-          bar.update_to(progress.workdir_step(os.path.dirname(log_path)) or 0)
+          bar.update_to(workdir_lib.last_logged_step(os.path.dirname(log_path)) or 0)
         if line.startswith("error:"):
           last_error = line[len("error:"):].strip()
       rc = proc.wait()
@@ -364,62 +365,64 @@ def run_sweep(spec: str, workdir: str, only: Optional[Sequence[str]] = None,
       print(shell_line(command(r, workdir, python)), file=out)
     return []
   resolved = prepare(spec, workdir, only, as_commands=not inprocess)
-  # Imported now, not when the first member ends: code edited (or pulled) while a
-  # member trains must not meet the modules this process already holds.
-  from bn_inception import report
-
   outcomes: List[Outcome] = []
-  child_workdir = _workdir_for_children(workdir)
   with StopSignals() as interrupt:
     for i, r in enumerate(resolved, 1):
       who = f"{i}/{len(resolved)} {r.name}"
       run_dir = member_workdir(workdir, r.name)
-      if interrupt.received:
-        outcomes.append(Outcome(r.name, "not started", member_status(run_dir, r.num_steps)[1]))
-        continue
       status, step = member_status(run_dir, r.num_steps)
-      if status == "finished":
+      if interrupt.received:
+        outcomes.append(Outcome(r.name, "not started", step))
+      elif status == "finished":
         print(f"[sweep] {who}: finished (checkpoint at step {step}); skipped.",
               file=out, flush=True)
         outcomes.append(Outcome(r.name, "skipped", step))
-        continue
-      what = "starting" if status == "new" else f"resuming from step {step}"
-      print(f"[sweep] {who}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
-      start = time.time()
-      if inprocess:
-        rc, error = _run_inprocess(r.config, run_dir)
       else:
-        argv = command(r, child_workdir, python=sys.executable)
-        with progress.Progress(f"sweep {who}", r.num_steps, "step", initial=step,
-                               live_only=True) as bar:
-          rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, LOG_FILE),
-                                      interrupt, out, bar)
-      seconds = time.time() - start
-      status, step = member_status(run_dir, r.num_steps)
-      if status == "finished":
-        outcome = Outcome(r.name, "finished", step, seconds)
-      elif rc == 0:  # stopped by a signal, to it or to the sweep, at a checkpoint
-        outcome = Outcome(r.name, "stopped", step, seconds)
-        interrupt.received = interrupt.received or signal.SIGTERM
-      else:
-        outcome = Outcome(r.name, "failed", step, seconds,
-                          error or f"exit status {rc}; see {run_dir}/{LOG_FILE}")
-      print(f"[sweep] {who}: {outcome.status} at step {outcome.step} "
-            f"({progress.format_duration(seconds)}){_accuracy_note(report, run_dir)}"
-            f"{': ' + outcome.error if outcome.error else ''}", file=out, flush=True)
-      outcomes.append(outcome)
+        what = "starting" if status == "new" else f"resuming from step {step}"
+        print(f"[sweep] {who}: {what} of {r.num_steps} in {run_dir}", file=out, flush=True)
+        outcomes.append(_run_member(r, who, workdir, step, inprocess, interrupt, out))
   print(summary(outcomes), file=out, flush=True)
-  if "://" not in workdir:  # TensorBoard's HParams dashboard compares the members
-    report.write_hparams(workdir)
+  if workdir_lib.is_local(workdir):  # TensorBoard's HParams dashboard compares the members
+    report_hparams.write_hparams(workdir)
   return outcomes
 
 
-def _accuracy_note(report, run_dir: str) -> str:
+def _run_member(r: ResolvedMember, who: str, workdir: str, step: int, inprocess: bool,
+                interrupt: StopSignals, out) -> Outcome:
+  """Run one member (from `step`) in this process or as its own; its outcome, printed."""
+  run_dir = member_workdir(workdir, r.name)
+  start = time.time()
+  if inprocess:
+    rc, error = _run_inprocess(r.config, run_dir)
+  else:
+    child_workdir = _workdir_for_children(workdir)
+    argv = command(r, child_workdir, python=sys.executable)
+    with progress.Progress(f"sweep {who}", r.num_steps, "step", initial=step,
+                           live_only=True) as bar:
+      rc, error = _run_subprocess(argv, os.path.join(child_workdir, r.name, SWEEP_LOG),
+                                  interrupt, out, bar)
+  seconds = time.time() - start
+  status, step = member_status(run_dir, r.num_steps)
+  if status == "finished":
+    outcome = Outcome(r.name, "finished", step, seconds)
+  elif rc == 0:  # stopped by a signal, to it or to the sweep, at a checkpoint
+    outcome = Outcome(r.name, "stopped", step, seconds)
+    interrupt.received = interrupt.received or signal.SIGTERM
+  else:
+    outcome = Outcome(r.name, "failed", step, seconds,
+                      error or f"exit status {rc}; see {run_dir}/{SWEEP_LOG}")
+  print(f"[sweep] {who}: {outcome.status} at step {outcome.step} "
+        f"({progress.format_duration(seconds)}){_accuracy_note(run_dir)}"
+        f"{': ' + outcome.error if outcome.error else ''}", file=out, flush=True)
+  return outcome
+
+
+def _accuracy_note(run_dir: str) -> str:
   """', eval/accuracy 0.9291 (max 0.9300 @1,500)' from a member's metrics.jsonl."""
-  s = report.summarize(os.path.basename(run_dir), report.read_rows(run_dir), 1.0)
+  s = report_runs.summarize(os.path.basename(run_dir), workdir_lib.read_metrics(run_dir), 1.0)
   if s.final_accuracy is None:
     return ""
-  return (f", {report.METRIC} {s.final_accuracy:.4f} (max {s.max_accuracy:.4f} "
+  return (f", {report_runs.METRIC} {s.final_accuracy:.4f} (max {s.max_accuracy:.4f} "
           f"@{s.max_step:,})")
 
 

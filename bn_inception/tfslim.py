@@ -29,11 +29,11 @@ anything is written.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bn_inception.checkpoint import CheckpointError
+from bn_inception.workdir import CheckpointError
 from bn_inception.models.inception import (DEPTH_MULTIPLIER, ConvRow, InceptionRow, Row,
                                            figure5_table, row_branches)
 
@@ -122,6 +122,90 @@ class _Reader:
             f"TF-slim inception_v2 checkpoint)")
 
 
+def _check_model(m, bn_epsilon: float) -> None:
+  """Refuse a configured network TF-slim's inception_v2 has no counterpart for."""
+  if m.name != "bn_inception":
+    raise TfslimImportError(f"TF-slim inception_v2 imports into model.name='bn_inception', "
+                            f"not {m.name!r}.")
+  if abs(bn_epsilon - EPSILON) > 1e-12:
+    raise TfslimImportError(f"bn.epsilon={bn_epsilon} but TF-slim's inception_v2 normalises "
+                            f"with {EPSILON}; set --config.bn.epsilon={EPSILON}.")
+  if m.per_activation_bn_last:
+    raise TfslimImportError("model.per_activation_bn_last=True has no TF-slim counterpart.")
+
+
+class _Importer:
+  """Our variables ({flat path: array}) filled from a `_Reader`, unit by unit."""
+
+  def __init__(self, read: _Reader, wanted: Mapping[Tuple[str, ...], Any], bn_epsilon: float):
+    self.read, self.wanted, self.bn_epsilon = read, wanted, bn_epsilon
+    self.out: Dict[Tuple[str, ...], np.ndarray] = {}
+
+  def put(self, path: Tuple[str, ...], value: np.ndarray) -> None:
+    if path not in self.wanted:  # our model and this mapping disagree: a bug, not user input
+      raise RuntimeError(f"the model has no variable {'/'.join(path)}")
+    self.out[path] = value
+
+  def ours(self, row: str, unit: str, *leaf: str) -> Optional[Tuple[str, ...]]:
+    return next((p for p in (("params", row, unit) + leaf, ("batch_stats", row, unit) + leaf)
+                 if p in self.wanted), None)
+
+  def unit(self, row: str, unit: str, scope: str) -> None:
+    """One conv unit: its kernels (and biases where it has no BN), then its BN."""
+    read = self.read
+    for kind, tf_name in (("conv", "weights"), ("depthwise", "depthwise_weights"),
+                          ("pointwise", "pointwise_weights")):
+      path = self.ours(row, unit, kind, "kernel")
+      if path is None:
+        continue
+      shape = self.wanted[path].shape
+      if kind == "depthwise":
+        self.put(path, depthwise_to_flax(read(f"{scope}/{tf_name}", depthwise_tf_shape(shape))))
+      else:
+        self.put(path, read(f"{scope}/{tf_name}", shape))
+      bias_path = self.ours(row, unit, kind, "bias")
+      if bias_path is not None:  # no BN on this unit: TF-slim's biases
+        self.put(bias_path, read(f"{scope}/biases", self.wanted[bias_path].shape))
+    if self.ours(row, unit, "bn", "mean") is not None:
+      self.batch_norm(row, unit, scope)
+
+  def batch_norm(self, row: str, unit: str, scope: str) -> None:
+    read, features = self.read, self.wanted[self.ours(row, unit, "bn", "mean")].shape
+    if read.has(f"{scope}/BatchNorm/moving_mean"):
+      beta = read(f"{scope}/BatchNorm/beta", features)
+      mean = read(f"{scope}/BatchNorm/moving_mean", features)
+      var = read(f"{scope}/BatchNorm/moving_variance", features)
+      gamma = (read(f"{scope}/BatchNorm/gamma", features)
+               if read.has(f"{scope}/BatchNorm/gamma") else np.ones(features, np.float32))
+    elif read.has(f"{scope}/biases"):  # conv1: fold its bias into our BN (module docstring)
+      beta = read(f"{scope}/biases", features)
+      mean = np.zeros(features, np.float32)
+      var = np.full(features, folded_variance(self.bn_epsilon), np.float32)
+      gamma = np.ones(features, np.float32)
+    else:
+      read(f"{scope}/BatchNorm/moving_mean", features)  # raises, naming it
+    for leaf, value in (("bias", beta), ("mean", mean), ("var", var)):
+      self.put(self.ours(row, unit, "bn", leaf), value)
+    if self.ours(row, unit, "bn", "scale") is not None:
+      self.put(self.ours(row, unit, "bn", "scale"), gamma)
+    elif not np.all(gamma == 1):
+      raise TfslimImportError(f"{read.where} has {SCOPE}/{scope}/BatchNorm/gamma; import it "
+                              "with model.bn_scale=True.")
+
+  def classifier(self, shapes: Mapping[str, Sequence[int]]) -> None:
+    """TF-slim class i + 1 -> our label i (background dropped), or a checkpoint trained
+    without background copied as it is."""
+    kernel = self.wanted[("params", "logits", "kernel")].shape
+    stored = tuple(shapes.get(f"{SCOPE}/{LOGITS}/weights", ()))
+    offset = BACKGROUND_CLASSES
+    if len(stored) == 4 and stored[-1] - kernel[1] in (0, BACKGROUND_CLASSES):
+      offset = stored[-1] - kernel[1]
+    w = self.read(f"{LOGITS}/weights", (1, 1, kernel[0], kernel[1] + offset))
+    self.put(("params", "logits", "kernel"), w[0, 0, :, offset:])
+    self.put(("params", "logits", "bias"),
+             self.read(f"{LOGITS}/biases", (kernel[1] + offset,))[offset:])
+
+
 def import_variables(get: Callable[[str], np.ndarray], shapes: Mapping[str, Sequence[int]],
                      model_config, bn_epsilon: float, abstract_variables: Mapping,
                      where: str = "the checkpoint") -> Dict[str, dict]:
@@ -133,79 +217,16 @@ def import_variables(get: Callable[[str], np.ndarray], shapes: Mapping[str, Sequ
   """
   from flax import traverse_util
   m = model_config
-  if m.name != "bn_inception":
-    raise TfslimImportError(f"TF-slim inception_v2 imports into model.name='bn_inception', "
-                            f"not {m.name!r}.")
-  if abs(bn_epsilon - EPSILON) > 1e-12:
-    raise TfslimImportError(f"bn.epsilon={bn_epsilon} but TF-slim's inception_v2 normalises "
-                            f"with {EPSILON}; set --config.bn.epsilon={EPSILON}.")
-  if m.per_activation_bn_last:
-    raise TfslimImportError("model.per_activation_bn_last=True has no TF-slim counterpart.")
+  _check_model(m, bn_epsilon)
   read = _Reader(get, shapes, where)
-  wanted = traverse_util.flatten_dict(
-      {k: v for k, v in abstract_variables.items() if k in ("params", "batch_stats")})
-  out = {}
-
-  def put(path: Tuple[str, ...], value: np.ndarray):
-    if path not in wanted:  # our model and this mapping disagree: a bug, not user input
-      raise RuntimeError(f"the model has no variable {'/'.join(path)}")
-    out[path] = value
-
-  table = figure5_table(m.pool_projection_4cd, m.first_conv)
-  for (row, unit), scope in unit_scopes(table).items():
-    def ours(*leaf):
-      return next((p for p in (("params", row, unit) + leaf,
-                               ("batch_stats", row, unit) + leaf) if p in wanted), None)
-
-    for kind, tf_name in (("conv", "weights"), ("depthwise", "depthwise_weights"),
-                          ("pointwise", "pointwise_weights")):
-      path = ours(kind, "kernel")
-      if path is None:
-        continue
-      shape = wanted[path].shape
-      if kind == "depthwise":
-        put(path, depthwise_to_flax(read(f"{scope}/{tf_name}", depthwise_tf_shape(shape))))
-      else:
-        put(path, read(f"{scope}/{tf_name}", shape))
-      bias_path = ours(kind, "bias")
-      if bias_path is not None:  # no BN on this unit: TF-slim's biases
-        put(bias_path, read(f"{scope}/biases", wanted[bias_path].shape))
-    if ours("bn", "mean") is None:
-      continue
-    features = wanted[ours("bn", "mean")].shape
-    if read.has(f"{scope}/BatchNorm/moving_mean"):
-      beta = read(f"{scope}/BatchNorm/beta", features)
-      mean = read(f"{scope}/BatchNorm/moving_mean", features)
-      var = read(f"{scope}/BatchNorm/moving_variance", features)
-      gamma = (read(f"{scope}/BatchNorm/gamma", features)
-               if read.has(f"{scope}/BatchNorm/gamma") else np.ones(features, np.float32))
-    elif read.has(f"{scope}/biases"):  # conv1: fold its bias into our BN (module docstring)
-      beta = read(f"{scope}/biases", features)
-      mean = np.zeros(features, np.float32)
-      var = np.full(features, folded_variance(bn_epsilon), np.float32)
-      gamma = np.ones(features, np.float32)
-    else:
-      read(f"{scope}/BatchNorm/moving_mean", features)  # raises, naming it
-    put(ours("bn", "bias"), beta)
-    put(ours("bn", "mean"), mean)
-    put(ours("bn", "var"), var)
-    if ours("bn", "scale") is not None:
-      put(ours("bn", "scale"), gamma)
-    elif not np.all(gamma == 1):
-      raise TfslimImportError(f"{where} has {SCOPE}/{scope}/BatchNorm/gamma; import it with "
-                              "model.bn_scale=True.")
-
-  # The classifier: TF-slim class i + 1 -> our label i (background dropped), or a
-  # checkpoint trained without background copied as it is.
-  kernel = wanted[("params", "logits", "kernel")].shape
-  stored = tuple(shapes.get(f"{SCOPE}/{LOGITS}/weights", ()))
-  offset = BACKGROUND_CLASSES
-  if len(stored) == 4 and stored[-1] - kernel[1] in (0, BACKGROUND_CLASSES):
-    offset = stored[-1] - kernel[1]
-  w = read(f"{LOGITS}/weights", (1, 1, kernel[0], kernel[1] + offset))
-  put(("params", "logits", "kernel"), w[0, 0, :, offset:])
-  put(("params", "logits", "bias"), read(f"{LOGITS}/biases", (kernel[1] + offset,))[offset:])
-  missing = sorted("/".join(p) for p in set(wanted) - set(out))
+  importer = _Importer(read, traverse_util.flatten_dict(
+      {k: v for k, v in abstract_variables.items() if k in ("params", "batch_stats")}),
+      bn_epsilon)
+  for (row, unit), scope in unit_scopes(figure5_table(m.pool_projection_4cd,
+                                                      m.first_conv)).items():
+    importer.unit(row, unit, scope)
+  importer.classifier(shapes)
+  missing = sorted("/".join(p) for p in set(importer.wanted) - set(importer.out))
   if missing:
     raise RuntimeError(f"no TF-slim variable mapped to {missing[:5]}")
   unused = sorted(k for k in shapes if k.startswith(SCOPE + "/") and k not in read.used
@@ -215,7 +236,7 @@ def import_variables(get: Callable[[str], np.ndarray], shapes: Mapping[str, Sequ
                             "variables" if len(unused) > 1 else "") + ", which TF-slim's "
                             "inception_v2 (as configured) does not: another architecture? "
                             "Nothing was written.")
-  return traverse_util.unflatten_dict(out)
+  return traverse_util.unflatten_dict(importer.out)
 
 
 def depthwise_tf_shape(flax_shape: Tuple[int, ...]) -> Tuple[int, int, int, int]:
@@ -255,11 +276,12 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   import jax
   import jax.numpy as jnp
   from bn_inception import checkpoint as ckpt_lib
-  from bn_inception import models, optim, train
+  from bn_inception import models, optim, train, workdir_config
+  from bn_inception.workdir import finished_steps
+  from bn_inception.workdir_lock import workdir_lock
 
-  ckpt_lib.check_or_save_config(workdir, config, save=False)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(ckpt_dir) and any(e.name.isdigit() for e in os.scandir(ckpt_dir)):
+  workdir_config.check_or_save_config(workdir, config, save=False)
+  if finished_steps(workdir):
     raise TfslimImportError(f"{workdir} already holds checkpoints; import into a new "
                             "--workdir. Nothing was written.")
   model = models.create_model(config)
@@ -277,11 +299,11 @@ def import_checkpoint(path: str, workdir: str, config) -> dict:
   # As arrays throughout (the step too), like the state a training run saves.
   state = jax.tree.map(jnp.asarray, train.train_state_of(model, tx, variables))
   offset = shapes[f"{SCOPE}/{LOGITS}/weights"][-1] - config.model.num_classes
-  meta = {"step": 0, "seed": config.seed, "examples_seen": 0, "nonfinite_steps": 0,
-          "num_devices": 1, "imported_from": os.path.abspath(path),
-          "label_offset": int(offset)}
-  with ckpt_lib.workdir_lock(workdir):
-    ckpt_lib.check_or_save_config(workdir, config)
+  meta = ckpt_lib.record(step=0, seed=config.seed, batch_size=config.train.batch_size,
+                         nonfinite_steps=0, num_devices=1,
+                         imported_from=os.path.abspath(path), label_offset=int(offset))
+  with workdir_lock(workdir):
+    workdir_config.check_or_save_config(workdir, config)
     checkpointer = ckpt_lib.Checkpointer(workdir, every_steps=1, keep=None, owner=True)
     try:
       checkpointer.save(0, state, meta, force=True)

@@ -21,6 +21,9 @@ import optax
 from flax.training import train_state
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import workdir as workdir_lib
+from bn_inception import workdir_config
+from bn_inception import workdir_lock
 from bn_inception import config_checks, evaluators, finetune
 from bn_inception import metrics as metrics_lib
 from bn_inception import models, optim, population, progress, sharding
@@ -207,10 +210,10 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   Nothing is written before the config, the data (its first training batch
   decoded), the model and any checkpoint have been checked. A launch into a new
   workdir that fails or is stopped before its first checkpoint removes what it
-  created there (`checkpoint.remove_launch_leftovers`). A stop signal during
+  created there (`workdir.remove_launch_leftovers`). A stop signal during
   start-up raises `signals.Stopped` (after that clean-up); in the loop it saves.
   """
-  ckpt_lib.check_workdir(workdir)  # before seconds of data loading
+  workdir_lib.check_workdir(workdir)  # before seconds of data loading
   config_checks.validate(config)
   existed = os.path.exists(workdir)
   with StopSignals(interrupt=True) as stop:
@@ -220,11 +223,12 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
       # A process of many must not leave alone: it agrees with the others first.
       stop.interrupt = jax.process_count() == 1
       stop.check()
-      ckpt_lib.check_or_save_config(workdir, config, save=False)
+      workdir_config.check_or_save_config(workdir, config, save=False)
       trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
       tc = config.train
+      ckpt_lib.check_resume(workdir, trainer.abstract_state, tc.num_steps)  # before writing
       # One trainer per workdir; its full log lines go to <workdir>/log.txt.
-      with ckpt_lib.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
+      with workdir_lock.workdir_lock(workdir), progress.log_file(workdir, jax.process_index()):
         checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every,
                                             tc.keep_checkpoints, owner=True)
         try:  # on any error, still finish (commit) a checkpoint already being written
@@ -233,7 +237,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
           checkpointer.close()
     except BaseException:
       if not existed:
-        ckpt_lib.remove_launch_leftovers(workdir)
+        workdir_lib.remove_launch_leftovers(workdir)
       raise
 
 
@@ -256,13 +260,13 @@ class _Carried:
 
 def _record(config, trainer: Trainer, state: TrainState, train_metrics,
             eval_pending: bool = False) -> dict:
-  """The checkpoint's record of the run at `state`."""
-  step = int(state.step)
-  return {"step": step, "seed": config.seed, "examples_seen": step * config.train.batch_size,
-          "nonfinite_steps": int(state.nonfinite_steps), "num_devices": trainer.mesh.size,
-          "train_metrics": None if train_metrics is None
-          else metrics_lib.collection_to_json(train_metrics),
-          "eval_pending": eval_pending}
+  """The checkpoint's record of the run at `state` (checkpoint.record)."""
+  return ckpt_lib.record(
+      step=int(state.step), seed=config.seed, batch_size=config.train.batch_size,
+      nonfinite_steps=int(state.nonfinite_steps), num_devices=trainer.mesh.size,
+      train_metrics=None if train_metrics is None
+      else metrics_lib.collection_to_json(train_metrics),
+      eval_pending=eval_pending)
 
 
 def _restore_or_create(config, workdir, trainer: Trainer,
@@ -281,12 +285,6 @@ def _restore_or_create(config, workdir, trainer: Trainer,
   state = jax.device_put(state, trainer.state_sharding)
   logging.info("Resumed from step %d in %s (%s examples seen).", int(state.step),
                workdir, meta.get("examples_seen"))
-  if int(state.step) > tc.num_steps:
-    raise ckpt_lib.WorkdirConfigError(
-        f"config.train.num_steps={tc.num_steps} is below the newest checkpoint's step "
-        f"{int(state.step)} in {workdir}: that run is already past it. Give "
-        f"--config.train.num_steps={int(state.step)} or more to go on, or use a new "
-        f"--workdir. Nothing was changed.")
   change = statistics_change_on_resume(config.bn.stats_mode, tc.batch_size,
                                        meta.get("num_devices", trainer.mesh.size),
                                        trainer.mesh.size)
@@ -339,7 +337,7 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
   stop.interrupt = False
   if stop_agreed(stop, 0):
     raise Stopped(stop.received)
-  ckpt_lib.check_or_save_config(workdir, config)  # only once data and checkpoint fit
+  workdir_config.check_or_save_config(workdir, config)  # only once data and checkpoint fit
   report = _open_writers(config, workdir, state, start)
   writer, train_metrics, last_eval = report.writer, carried.train_metrics, {}
   if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or carried.eval_pending:

@@ -92,9 +92,9 @@ def run():
     raise ValueError("No ensemble members: give --workdirs and/or --ensemble.")
   crops = checked_crops()
   if flags.FLAGS.launcher == "slurm":  # crops and members' configs checked here first
-    from bn_inception import checkpoint
+    from bn_inception import workdir_config
     for spec in specs:
-      checkpoint.read_config(spec.workdir)
+      workdir_config.read_config(spec.workdir)
     submit_as_job()
     return
   report = ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,

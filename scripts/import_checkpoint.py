@@ -13,17 +13,14 @@ network) the weights are copied as they are. See docs/reference-weights.md.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from bn_inception import cli
+from bn_inception.workdir import REPO_ROOT
 
-from bn_inception import cli  # noqa: E402
-
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "bn_x30.py")
+_DEFAULT_CONFIG = os.path.join(REPO_ROOT, "configs", "bn_x30.py")
 _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
                                           "The configs/*.py file of the network to import "
                                           "into.", lock_config=True)

@@ -17,7 +17,7 @@ it, one line per setting of the other fields that vary, in accuracy_vs_<field>.p
 
 from absl import app, flags
 
-from bn_inception import cli, progress
+from bn_inception import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
 _TARGET = flags.DEFINE_string("target", "0.722", "Target accuracy, a member name (its "
@@ -45,7 +45,7 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  progress.setup_console()
+  cli.setup_console()
   cli.quiet_library_logs()
   cli.run_main(run)
 

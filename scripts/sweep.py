@@ -25,7 +25,7 @@ import sys
 
 from absl import app, flags
 
-from bn_inception import cli, launch, progress
+from bn_inception import cli, launch
 
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, configs/sweeps/<name>.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory; member <name> runs in <workdir>/<name>.")
@@ -79,7 +79,7 @@ def run():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  progress.setup_console()
+  cli.setup_console()
   cli.quiet_library_logs()  # (no TensorFlow here: only the members' processes feed data)
   cli.run_main(run)
 

@@ -599,23 +599,23 @@ def test_a_failed_first_launch_leaves_nothing_and_its_retry_may_change_any_field
 
 
 def test_leftovers_are_removed_only_from_a_workdir_the_launch_created(tmp_path):
-  from bn_inception import checkpoint as ckpt_lib
+  from bn_inception.workdir import remove_launch_leftovers
   new = tmp_path / "new"
   (new / "checkpoints").mkdir(parents=True)
   (new / ".lock").write_text("pid")
-  ckpt_lib.remove_launch_leftovers(str(new))
+  remove_launch_leftovers(str(new))
   assert not new.exists()
   kept = tmp_path / "kept"
   (kept / "checkpoints").mkdir(parents=True)
   (kept / ".lock").write_text("pid")
   (kept / "config.json").write_text("{}")
   (kept / "notes.txt").write_text("mine")
-  ckpt_lib.remove_launch_leftovers(str(kept))
+  remove_launch_leftovers(str(kept))
   assert sorted(p.name for p in kept.iterdir()) == ["config.json", "notes.txt"]
   done = tmp_path / "done"
   (done / "checkpoints" / "20").mkdir(parents=True)
   (done / ".lock").write_text("pid")
-  ckpt_lib.remove_launch_leftovers(str(done))  # a run with a checkpoint: untouched
+  remove_launch_leftovers(str(done))  # a run with a checkpoint: untouched
   assert (done / ".lock").exists() and (done / "checkpoints" / "20").is_dir()
 
 
@@ -632,3 +632,28 @@ def test_disk_full_is_recognised_through_wrapping(tmp_path):
                                   "left on device [os_error_code='28']"))
   assert not cli.disk_full(ValueError("disk quota: fine")) and not cli.disk_full(
       OSError(errno.EACCES, "Permission denied"))
+
+
+def _touched_files(workdir: Path) -> dict:
+  """Bytes and mtime of each file a launch into an existing workdir could write first
+  (the snapshot above leaves the lock and the log out)."""
+  names = (".lock", "log.txt", "metrics.jsonl", "config.json")
+  return {n: ((workdir / n).read_bytes(), (workdir / n).stat().st_mtime_ns)
+          for n in names if (workdir / n).exists()}
+
+
+@pytest.mark.parametrize("case", ["num_steps below the checkpoint",
+                                  "other architecture's checkpoint"])
+def test_a_refused_resume_leaves_even_the_lock_and_the_log_alone(case, tmp_path, finished,
+                                                                 capsys, monkeypatch):
+  """Its 'Nothing was changed' is decided before the lock is taken and the log opened."""
+  monkeypatch.delenv("BN_INCEPTION_DEBUG", raising=False)
+  make, status, expected = CASES[case]
+  run, work = make(tmp_path, finished)
+  before = _touched_files(work)
+  assert {".lock", "log.txt", "metrics.jsonl"} <= set(before)
+  time.sleep(0.01)  # a rewrite would show in the mtimes
+  assert run() == status
+  err = capsys.readouterr().err
+  assert expected in err and "Nothing was changed" in err
+  assert _touched_files(work) == before

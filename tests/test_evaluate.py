@@ -22,7 +22,7 @@ from bn_inception import (config_checks, config_upgrade, ensemble, eval_report, 
                           sharding, train)
 from bn_inception.evaluators import multicrop as multicrop_eval
 from bn_inception.evaluators import tally as tally_lib
-from bn_inception.checkpoint import CheckpointError
+from bn_inception.workdir import CheckpointError
 from bn_inception.data import DataError, augment, default_data_root, multicrop
 from configs import mnist_fig1
 

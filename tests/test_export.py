@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bn_inception import cli, export, train
-from bn_inception.checkpoint import CheckpointError
+from bn_inception.workdir import CheckpointError
 from bn_inception.export import formats, onnx_graph
 from test_evaluate import _flip_a_byte, _mnist_config  # noqa: E402  (tests/ is on sys.path)
 

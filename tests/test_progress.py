@@ -11,8 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from bn_inception import checkpoint as ckpt_lib
-from bn_inception import progress, report, sharding
+from bn_inception import progress, report_hparams, sharding, workdir_config
 from bn_inception.evaluators import multicrop as multicrop_eval
 from bn_inception.data import multicrop
 from configs import mnist_fig1
@@ -153,7 +152,7 @@ def test_verbosity_brings_back_the_full_console(tmp_path):
 def _member(workdir, name, lr, evals):
   config = mnist_fig1.get_config()
   config.optim.learning_rate = lr
-  ckpt_lib.check_or_save_config(str(workdir / name), config)
+  workdir_config.check_or_save_config(str(workdir / name), config)
   with open(workdir / name / "metrics.jsonl", "w") as f:
     for step, acc in evals:
       f.write(json.dumps({"step": step, "eval/accuracy": acc}) + "\n")
@@ -170,7 +169,7 @@ def test_hparams_summary_read_back_with_tensorboards_reader(tmp_path):
       {"name": n, "config": "configs/mnist_fig1.py",
        "overrides": [f"--config.optim.learning_rate={lr}"]}
       for n, lr in (("lr0.1", 0.1), ("lr0.5", 0.5), ("later", 1.0))]}))
-  written = report.write_hparams(str(sweep))
+  written = report_hparams.write_hparams(str(sweep))
   assert [os.path.basename(w) for w in written] == ["lr0.1", "lr0.5"]  # 'later' not started
 
   def load(path):
@@ -179,23 +178,23 @@ def test_hparams_summary_read_back_with_tensorboards_reader(tmp_path):
     return acc
 
   experiment = metadata.parse_experiment_plugin_data(
-      load(sweep / report.HPARAMS_DIR).PluginTagToContent(metadata.PLUGIN_NAME)[
+      load(sweep / report_hparams.HPARAMS_DIR).PluginTagToContent(metadata.PLUGIN_NAME)[
           metadata.EXPERIMENT_TAG])
   assert sorted(h.name for h in experiment.hparam_infos) == ["config", "optim.learning_rate"]
-  assert [m.name.tag for m in experiment.metric_infos] == [report.FINAL_TAG, report.MAX_TAG]
+  assert [m.name.tag for m in experiment.metric_infos] == [report_hparams.FINAL_TAG, report_hparams.MAX_TAG]
   expected = {"lr0.1": (0.1, 0.7, 200, 0.8, 100), "lr0.5": (0.5, 0.9, 200, 0.9, 200)}
   for name, (lr, final, final_step, best, best_step) in expected.items():
-    run = load(sweep / report.HPARAMS_DIR / name)
+    run = load(sweep / report_hparams.HPARAMS_DIR / name)
     start = metadata.parse_session_start_info_plugin_data(
         run.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
     assert start.hparams["optim.learning_rate"].number_value == pytest.approx(lr)
     assert start.hparams["config"].string_value == "configs/mnist_fig1.py"
     assert start.group_name == name
-    for tag, value, step in ((report.FINAL_TAG, final, final_step),
-                             (report.MAX_TAG, best, best_step)):
+    for tag, value, step in ((report_hparams.FINAL_TAG, final, final_step),
+                             (report_hparams.MAX_TAG, best, best_step)):
       [event] = run.Tensors(tag)
       assert event.step == step
       assert float(tensor_util.make_ndarray(event.tensor_proto)) == pytest.approx(value)
   # Rewritten from scratch: a second call leaves one events file per run.
-  report.write_hparams(str(sweep))
-  assert len(os.listdir(sweep / report.HPARAMS_DIR / "lr0.1")) == 1
+  report_hparams.write_hparams(str(sweep))
+  assert len(os.listdir(sweep / report_hparams.HPARAMS_DIR / "lr0.1")) == 1

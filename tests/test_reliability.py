@@ -211,8 +211,8 @@ def test_kill_9_at_a_random_step_resumes_exactly(tmp_path, reference):
   assert f"Resumed from step {saved[-1]} " in err
   assert_same_state(load_state(workdir), reference[1])
   TALLY["events"].append(f"kill -9 after {delay:.2f} s: resumed from step {saved[-1]}")
-  from bn_inception.metrics import read_jsonl
-  rows = read_jsonl(str(workdir / "metrics.jsonl"))
+  from bn_inception.workdir import read_metrics
+  rows = read_metrics(str(workdir))
   assert [s for s in rows if "train/loss" in rows[s]] == list(range(20, NUM_STEPS + 1, 20))
   assert [s for s in rows if "eval/accuracy" in rows[s]] == [60, 120]
 
@@ -345,7 +345,7 @@ def test_no_usable_checkpoint_is_a_clear_error_and_nothing_moves(
   TALLY["faults_injected"] += 1
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
-  with pytest.raises(ckpt_lib.CheckpointError, match="No usable checkpoint.*Nothing was"):
+  with pytest.raises(workdir_lib.CheckpointError, match="No usable checkpoint.*Nothing was"):
     checkpointer.restore(abstract_state())
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 
@@ -356,7 +356,7 @@ def test_other_architecture_names_the_parameter_and_both_shapes(
   workdir = _copy_checkpoints(reference, tmp_path)
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
-  with pytest.raises(ckpt_lib.CheckpointError) as e:
+  with pytest.raises(workdir_lib.CheckpointError) as e:
     checkpointer.restore(abstract_state((16, 32)))
   assert "params/dense1/kernel: checkpoint (16, 16), model (16, 32)" in str(e.value)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
@@ -409,33 +409,42 @@ def test_save_over_a_stale_step_dir_moves_it_aside(tmp_path, reference, abstract
 
 
 def test_metrics_row_after_a_cut_line_survives(tmp_path):
-  from bn_inception.metrics import JsonlWriter, read_jsonl
+  from bn_inception.metrics import JsonlWriter
+  from bn_inception.workdir import read_metrics
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 20, "train/loss": 1.0}\n{"step": 40, "train/lo')  # kill -9 here
   JsonlWriter(str(path)).write_scalars(40, {"train/loss": 0.5})
-  assert read_jsonl(str(path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
+  assert read_metrics(str(tmp_path)) == {20: {"train/loss": 1.0}, 40: {"train/loss": 0.5}}
 
+
+def test_the_last_logged_step_is_the_last_complete_row(tmp_path):
+  """What the sweep's progress bar polls: a row cut by a crash is not a step."""
+  from bn_inception import workdir
+  assert workdir.last_logged_step(str(tmp_path)) is None
+  (tmp_path / "metrics.jsonl").write_text('{"step": 20, "a": 1}\n{"step": 40, "a": 2}\n'
+                                          '{"step": 60, "a')
+  assert workdir.last_logged_step(str(tmp_path)) == 40
 
 def test_config_fields_added_since_the_run_started_do_not_strand_it(tmp_path, caplog):
-  from bn_inception import checkpoint as ckpt_lib
+  from bn_inception import workdir, workdir_config
   from configs import mnist_fig1
   config = mnist_fig1.get_config()
-  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  workdir_config.check_or_save_config(str(tmp_path), config)
   (tmp_path / "checkpoints" / "20").mkdir(parents=True)  # a run exists (see the retry rule)
   saved = json.loads((tmp_path / "config.json").read_text())
   del saved["optim"]["momentum"]            # as if written before the field existed
   saved["train"]["retired_field"] = 1       # and a field the code no longer has
   (tmp_path / "config.json").write_text(json.dumps(saved))
-  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  workdir_config.check_or_save_config(str(tmp_path), config)
   out = caplog.text
   assert "config field optim.momentum is new since this run started; using 0.0" in out
   assert "config field train.retired_field (=1 in the workdir) no longer exists" in out
   config.optim.momentum = 0.5  # but a changed value is still refused
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="optim.momentum: 0.0 in the workdir"):
-    ckpt_lib.check_or_save_config(str(tmp_path), config)
+  with pytest.raises(workdir.WorkdirConfigError, match="optim.momentum: 0.0 in the workdir"):
+    workdir_config.check_or_save_config(str(tmp_path), config)
   (tmp_path / "config.json").write_text('{"optim": ')
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="config.json is unreadable"):
-    ckpt_lib.check_or_save_config(str(tmp_path), config)
+  with pytest.raises(workdir.WorkdirConfigError, match="config.json is unreadable"):
+    workdir_config.check_or_save_config(str(tmp_path), config)
 
 
 # ---- NaN / inf ---------------------------------------------------------------

@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from bn_inception import checkpoint, report
+from bn_inception import report, workdir_config
 from bn_inception.sweep_runner import load_sweep, resolve, run_sweep
 from configs import mnist_lr_acceleration as twin
 from configs.sweeps import paper_ensemble
 
 
 def resolved(spec):
-  return {m.name: checkpoint.flat(resolve(m).config) for m in load_sweep(spec)}
+  return {m.name: workdir_config.flat(resolve(m).config) for m in load_sweep(spec)}
 
 
 def differing(a, b):
@@ -27,7 +27,7 @@ def differing(a, b):
 def test_lr_grid_pairs_differ_only_in_bn():
   assert {c["train.num_steps"] for c in resolved("configs/sweeps/lr_grid.py:200").values()} == {200}
   members = resolved("configs/sweeps/lr_grid.py")
-  bn_x5 = checkpoint.flat(twin.get_config("bn_x5"))
+  bn_x5 = workdir_config.flat(twin.get_config("bn_x5"))
   lrs = {c["optim.learning_rate"] for c in members.values()}
   assert len(members) == 12 and len(lrs) == 6
   assert {0.015, 0.5} <= lrs  # the twin's Inception and near BN-x30 (0.45) rates
@@ -47,7 +47,7 @@ def test_sigmoid_members():
   assert all(c["model.activation"] == "sigmoid" for c in m.values())
   assert [n for n, c in m.items() if c["bn.enabled"]] == ["bn_x5_sigmoid"]
   assert differing(m["bn_x5_sigmoid"], m["bn_x5_sigmoid_no_bn"]) == {"bn.enabled"}
-  inception = checkpoint.flat(twin.get_config("inception"))
+  inception = workdir_config.flat(twin.get_config("inception"))
   assert differing(m["inception_sigmoid"], inception) == {
       "model.activation", "train.nonfinite_policy", "train.eval_every"}
   assert [-(-c["train.num_steps"] // c["train.eval_every"]) for c in m.values()] == [5] * 3
@@ -75,7 +75,7 @@ def test_inference_stats_members_keep_every_checkpoint():
 
 def test_twin_ensemble_is_the_paper_ensemble_on_the_twin():
   m = resolved("configs/sweeps/twin_ensemble.py")
-  bn_x30 = checkpoint.flat(twin.get_config("bn_x30"))
+  bn_x30 = workdir_config.flat(twin.get_config("bn_x30"))
   assert list(m) == list(paper_ensemble.MEMBERS)
   for name, c in m.items():
     assert differing(c, bn_x30) == set(paper_ensemble.MEMBERS[name]) | {
@@ -109,7 +109,7 @@ def member(workdir, name, changes, accuracies):
   for field, value in changes.items():
     section, _, key = field.rpartition(".")
     (config[section] if section else config)[key] = value
-  checkpoint.check_or_save_config(str(d), config)
+  workdir_config.check_or_save_config(str(d), config)
   with open(d / "metrics.jsonl", "w") as f:
     for step, a in accuracies:
       f.write(json.dumps({"step": step, "eval/accuracy": a}) + "\n")

@@ -95,8 +95,8 @@ def assert_same_state(a, b):
 
 def run_metrics(workdir):
   """{step: {metric: value}} of the train/* and eval/* rows (timing rows left out)."""
-  from bn_inception.metrics import read_jsonl
-  rows = read_jsonl(str(Path(workdir) / "metrics.jsonl"))
+  from bn_inception.workdir import read_metrics
+  rows = read_metrics(str(workdir))
   return {s: {k: v for k, v in r.items() if k.startswith(("train/", "eval/"))}
           for s, r in rows.items() if any(k.startswith(("train/", "eval/")) for k in r)}
 
@@ -336,3 +336,31 @@ def test_full_disk_is_its_own_error_and_recovery_is_exact(tmp_path):
     matched(f"disk full after step {saved[-1]}: exit 3; resumed after freeing space, equal")
   finally:
     subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_during_a_checkpoint_write_is_one_line_both_times(tmp_path):
+  """About 1 MiB free on a 3 MiB tmpfs, MNIST checkpointing every 50 steps: the disk
+  fills while a checkpoint is written. Exit status 3 with its one error line -- no
+  'Event loop is closed' traceback from the failed write's callbacks -- and the same
+  again when the same command is rerun on the still-full disk."""
+  disk = tmp_path / "disk"
+  if not _mount_tmpfs(disk, "3M"):
+    pytest.skip("mount -t tmpfs is not permitted here")
+  try:
+    (disk / "filler").write_bytes(bytes(2000 * 1024))
+    changes = {"model.hidden_units": (100, 100, 100), "train.num_steps": 300,
+               "train.checkpoint_every": 50, "train.log_every": 50, "train.eval_every": 0}
+    for attempt in ("first", "relaunch"):
+      p = launch(disk / "run", **changes)
+      out, err = p.communicate(timeout=300)
+      TALLY["faults_injected"] += 1
+      assert p.returncode == 3, f"{attempt}: {err[-3000:]}"
+      errors = [l for l in err.splitlines() if l.startswith("error:")]
+      assert len(errors) == 1 and errors[0].startswith("error: no space left on the device")
+      assert "Traceback" not in err + out and "Event loop is closed" not in err, err
+      assert steps_on_disk(disk / "run"), "the checkpoints written before the disk filled"
+  finally:
+    subprocess.run(["umount", "-l", str(disk)])
+

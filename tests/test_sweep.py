@@ -10,8 +10,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from bn_inception import checkpoint as ckpt_lib
-from bn_inception import report, sweep_jobs, sweep_runner, train
+from bn_inception import report, report_runs, sweep_jobs, sweep_runner, train
+from bn_inception import workdir as workdir_lib
 from bn_inception.sweep import Member, SweepError, members, product, variants
 from configs import mnist_fig1
 
@@ -80,7 +80,7 @@ def get_sweep(steps):
   assert "--config.model.hidden_units=(8, 8)" in argv
   fv = flags.FlagValues()
   config_args = [a for a in argv[2:] if not a.startswith("--workdir")]
-  config_args = [a.replace("configs/", os.path.join(sweep_runner.REPO_ROOT, "configs/"), 1)
+  config_args = [a.replace("configs/", os.path.join(workdir_lib.REPO_ROOT, "configs/"), 1)
                  if a.startswith("--config=") else a for a in config_args]
   config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
                                   sys_argv=["train"] + config_args)
@@ -191,7 +191,7 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
   (workdir / "b" / "sweep.log").write_text("\n# 2026-01-01 00:00:00 python scripts/train.py\n"
                                            "error: an earlier failure\nerror: boom\n")
   rows = {r.name: r for r in sweep_jobs.status(spec, str(workdir))}
-  a_evals = report.eval_curve(report.read_jsonl(str(workdir / "a" / "metrics.jsonl")))
+  a_evals = report_runs.eval_curve(workdir_lib.read_metrics(str(workdir / "a")))
   assert (rows["a"].state, rows["a"].step, rows["a"].num_steps) == ("interrupted", 10, 20)
   assert (rows["a"].accuracy_step, rows["a"].accuracy) == a_evals[-1]
   assert rows["a"].updated is not None and rows["a"].job == ""
@@ -208,11 +208,11 @@ def test_skips_finished_and_resumes_interrupted(tmp_path):
                                                             ("b", "finished", 20)]
   assert "a: resuming from step 10 of 20" in out.getvalue()
   assert "b: starting of 20" in out.getvalue()
-  rows = report.eval_curve(report.read_jsonl(str(workdir / "a" / "metrics.jsonl")))
+  rows = report_runs.eval_curve(workdir_lib.read_metrics(str(workdir / "a")))
   assert [s for s, _ in rows] == [0, 10, 20]  # resumed: step 0 was not trained again
   lines = (workdir / "a" / "metrics.jsonl").read_text().splitlines()
   assert sum(json.loads(l)["step"] == 0 for l in lines) == 1
-  assert ckpt_lib.finished_steps(str(workdir / "a")) == [10, 20]
+  assert workdir_lib.finished_steps(str(workdir / "a")) == [10, 20]
   manifest = json.loads((workdir / "sweep.json").read_text())
   assert [m["name"] for m in manifest["members"]] == ["a", "b"]
   rows = sweep_jobs.status(spec, str(workdir))

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from bn_inception import checkpoint as ckpt_lib
+from bn_inception import workdir as workdir_lib
+from bn_inception.workdir_lock import workdir_lock
 from bn_inception import launch, report, sweep_jobs, sweep_runner
 from test_slurm import (HAVE_MNIST, REPO, _in_queue, _slurm_unavailable,  # noqa: F401
                         slurm)  # (a fixture)
@@ -260,7 +261,7 @@ def test_queued_members_are_not_resubmitted_and_cancel_leaves_no_job(slurm, tmp_
                      {**RESOURCES, "sbatch_options": {"begin": "now+1hour"}})
   workdir = tmp_path / "runs"
   resources = launch.resources({**RESOURCES, "sbatch_options": {"begin": "now+1hour"}})
-  with ckpt_lib.workdir_lock(str(workdir / "busy")):
+  with workdir_lock(str(workdir / "busy")):
     out = io.StringIO()
     plan = sweep_jobs.submit_sweep(spec, str(workdir), resources, out=out)
     assert [p.action for p in plan] == ["submitted", "busy"], out.getvalue()
@@ -300,7 +301,7 @@ def test_preempted_member_is_requeued_and_resumes(slurm, tmp_path):
                                 out=io.StringIO())
   t0 = time.time()
   while not (launch.job_states([p.job_id])[p.job_id].state == "running" and
-             ckpt_lib.finished_steps(str(workdir / "m"))):
+             workdir_lib.finished_steps(str(workdir / "m"))):
     assert time.time() - t0 < 240, "no checkpoint after 240 s"
     time.sleep(0.5)
   subprocess.run(["scancel", "--signal=USR2", p.job_id], check=True)

@@ -21,6 +21,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from bn_inception import models, tfslim  # noqa: E402
+from bn_inception import workdir as workdir_lib
 from bn_inception.data import augment  # noqa: E402
 from bn_inception.schema import default_data_root  # noqa: E402
 from configs import bn_x30  # noqa: E402
@@ -330,7 +331,7 @@ def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, caplog):
   """BN-x30 (32 px) from the imported TF-slim weights with a fresh 10-way classifier
   learns the 10 sample images."""
   from bn_inception import train
-  from bn_inception.metrics import read_jsonl
+  from bn_inception.workdir import read_metrics
   source, _ = imported_workdir
   config = bn_x30.get_config("cpu")
   config.model.num_classes = 10
@@ -348,7 +349,7 @@ def test_fine_tune_imported_to_ten_classes(imported_workdir, tmp_path, caplog):
   caplog.set_level(logging.INFO)
   out = train.train_and_evaluate(config, workdir)
   assert "classifier re-initialised for 10 classes (the source has 1000)" in caplog.text
-  rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  rows = read_metrics(workdir)
   assert rows[20]["train/loss"] < 0.5 * rows[1]["train/loss"]
   assert out["eval/accuracy"] >= 0.5  # chance: 0.1
 
@@ -407,7 +408,7 @@ def test_init_from_semantics(tmp_path, caplog):
   train.train_and_evaluate(config, workdir)  # resumes at step 1: init_from not used again
   assert "Initialised" not in caplog.text
 
-  with pytest.raises(ckpt_lib.CheckpointError, match="No checkpoint at step 7"):
+  with pytest.raises(workdir_lib.CheckpointError, match="No checkpoint at step 7"):
     finetune.init_from(trainer, fresh, f"{source}@7")
   with pytest.raises(ValueError, match="holds a 'mlp' model"):
     config_inception = bn_x30.get_config("cpu")

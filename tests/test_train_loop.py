@@ -9,6 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import workdir as workdir_lib
+from bn_inception import workdir_config
 from bn_inception import train
 from bn_inception.data import DataError, create_source
 from bn_inception.data.base import EpochSampler
@@ -113,7 +115,7 @@ def test_workdir_with_another_run_is_refused(tmp_path, mnist):
   before = sorted(os.listdir(tmp_path / "checkpoints"))
   other = small_config(num_steps=10)
   other.model.hidden_units = (16, 16, 16)
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="model.hidden_units"):
+  with pytest.raises(workdir_lib.WorkdirConfigError, match="model.hidden_units"):
     train.train_and_evaluate(other, str(tmp_path), source=mnist)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == before
 
@@ -149,23 +151,23 @@ def test_population_statistics_replace_moving_averages(mnist):
 def test_a_path_that_cannot_be_a_workdir_is_refused_before_loading(tmp_path):
   from bn_inception import checkpoint as ckpt_lib
   (tmp_path / "file").write_text("x")
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="is a file, not a folder"):
-    ckpt_lib.check_workdir(str(tmp_path / "file"))
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match=r"cannot be created: .*file is a file"):
-    ckpt_lib.check_workdir(str(tmp_path / "file" / "run"))
-  ckpt_lib.check_workdir(str(tmp_path / "new" / "run"))  # creatable: fine, nothing made
+  with pytest.raises(workdir_lib.WorkdirConfigError, match="is a file, not a folder"):
+    workdir_lib.check_workdir(str(tmp_path / "file"))
+  with pytest.raises(workdir_lib.WorkdirConfigError, match=r"cannot be created: .*file is a file"):
+    workdir_lib.check_workdir(str(tmp_path / "file" / "run"))
+  workdir_lib.check_workdir(str(tmp_path / "new" / "run"))  # creatable: fine, nothing made
   assert not (tmp_path / "new").exists()
 
 
 def test_a_launch_that_saved_no_checkpoint_does_not_refuse_its_retry(tmp_path, caplog):
   from bn_inception import checkpoint as ckpt_lib
   config = mnist_fig1.get_config()
-  ckpt_lib.check_or_save_config(str(tmp_path), config)  # then the launch failed
+  workdir_config.check_or_save_config(str(tmp_path), config)  # then the launch failed
   config.train.batch_size = 30
-  ckpt_lib.check_or_save_config(str(tmp_path), config)
+  workdir_config.check_or_save_config(str(tmp_path), config)
   assert "saved no checkpoint; replacing it" in caplog.text
   assert json.loads((tmp_path / "config.json").read_text())["train"]["batch_size"] == 30
   (tmp_path / "checkpoints" / "100").mkdir(parents=True)  # now a run exists
   config.train.batch_size = 60
-  with pytest.raises(ckpt_lib.WorkdirConfigError, match="train.batch_size: 30 in the workdir"):
-    ckpt_lib.check_or_save_config(str(tmp_path), config)
+  with pytest.raises(workdir_lib.WorkdirConfigError, match="train.batch_size: 30 in the workdir"):
+    workdir_config.check_or_save_config(str(tmp_path), config)

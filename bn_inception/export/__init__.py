@@ -36,6 +36,9 @@ import ml_collections
 import numpy as np
 
 from bn_inception import checkpoint as ckpt_lib
+from bn_inception import checkpoint_verify
+from bn_inception import workdir as workdir_lib
+from bn_inception import workdir_config
 from bn_inception.export import formats
 from bn_inception.export.formats import FILES, FORMATS, ExportError, check_format
 
@@ -76,12 +79,12 @@ def restore(workdir_text: str, dtype: str = "float32") -> Network:
   checkpoint (or STEP), read and verified by checkpoint.Checkpointer."""
   from bn_inception import models, sharding
   check_dtype(dtype)
-  workdir, step = ckpt_lib.split_step(workdir_text)
-  config = ckpt_lib.read_config(workdir)
-  if not ckpt_lib.finished_steps(workdir):
-    raise ckpt_lib.CheckpointError(
+  workdir, step = workdir_lib.split_step(workdir_text)
+  config = workdir_config.read_config(workdir)
+  if not workdir_lib.finished_steps(workdir):
+    raise workdir_lib.CheckpointError(
         f"{workdir} has no checkpoint (no step folders in "
-        f"{os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR)}); train it first.")
+        f"{os.path.join(workdir, workdir_lib.CHECKPOINT_DIR)}); train it first.")
   built = copy.deepcopy(config)
   built.model.dtype = dtype
   model = models.create_model(built)
@@ -95,7 +98,7 @@ def restore(workdir_text: str, dtype: str = "float32") -> Network:
   finally:
     checkpointer.close()
   network.variables = jax.device_get(variables)
-  network.checksums = ckpt_lib.state_checksums(network.variables)
+  network.checksums = checkpoint_verify.state_checksums(network.variables)
   return network
 
 

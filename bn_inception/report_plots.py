@@ -1,0 +1,79 @@
+"""The sweep report's plots: accuracy against steps (the paper's Figure 2), and final
+accuracy against a config field. Each takes a report.Report."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot(report, path: str, log_steps: bool = False,
+         ymin: Optional[float] = None) -> None:
+  """All members' accuracy against steps on one plot, with the target as a line."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(8, 5))
+  visible = lambda curve: [(s, a) for s, a in curve if s > 0 or not log_steps]  # log: no 0
+  grouped = set()
+  for g in report.seed_groups:  # seeds of one setting: their mean, shaded min to max
+    grouped.update(g.members)
+    points = visible(g.mean_curve)
+    if points:
+      steps = [s for s, _ in points]
+      by_step = [dict(report.curves[n]) for n in g.members]
+      line, = ax.plot(steps, [a for _, a in points], marker=".",
+                      label=f"{g.label} (mean of {len(g.members)} seeds)")
+      ax.fill_between(steps, [min(d[s] for d in by_step) for s in steps],
+                      [max(d[s] for d in by_step) for s in steps],
+                      color=line.get_color(), alpha=0.2, lw=0)
+  for name, curve in report.curves.items():
+    points = visible(curve)
+    if points and name not in grouped:
+      steps, accs = zip(*points)
+      ax.plot(steps, accs, marker=".", label=name)
+  ax.axhline(report.target, color="gray", ls="--", lw=1,
+             label=f"target {100 * report.target:.2f}%")
+  if log_steps:
+    ax.set_xscale("log")
+  if ymin is not None:  # e.g. 0.95: the top of the curves, where the runs differ
+    top = max([ymin] + [a for c in report.curves.values() for _, a in c])
+    ax.set_ylim(ymin, top + 0.05 * (top - ymin) + 1e-3)
+  ax.set(xlabel="training steps" + (" (log scale)" if log_steps else ""),
+         ylabel=report.metric, title="Accuracy vs. training steps (cf. the paper's Figure 2)")
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="lower right" if ymin is None else "best", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def x_plot_path(report) -> str:
+  return os.path.join(report.workdir, f"accuracy_vs_{report.x.split('.')[-1]}.png")
+
+
+def plot_by_x(report, path: str, log_x: bool = False) -> None:
+  """Final accuracy against the x field, one line per series; bars span the seeds."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, points in report.by_x.items():
+    xs = [p.x for p in points]
+    ys = [p.final_accuracy.mean for p in points]
+    err = [[p.final_accuracy.mean - p.final_accuracy.low for p in points],
+           [p.final_accuracy.high - p.final_accuracy.mean for p in points]]
+    ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+  if log_x:
+    ax.set_xscale("log", base=2 if all(float(p.x).is_integer() for ps in report.by_x.values()
+                                       for p in ps) else 10)
+  ax.set(xlabel=report.x + (" (log scale)" if log_x else ""),
+         ylabel=f"final {report.metric}", title=f"Accuracy vs. {report.x}")
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="best", fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
