@@ -339,6 +339,7 @@ def test_a_reader_leaves_tmp_dirs_and_damaged_checkpoints_alone(
 def test_no_usable_checkpoint_is_a_clear_error_and_nothing_moves(
     tmp_path, reference, abstract_state):
   from bn_inception import checkpoint as ckpt_lib
+  from bn_inception import workdir as workdir_lib
   workdir = _copy_checkpoints(reference, tmp_path)
   for meta in (workdir / "checkpoints").glob("*/meta/metadata"):
     meta.write_text("{not json")
@@ -353,6 +354,7 @@ def test_no_usable_checkpoint_is_a_clear_error_and_nothing_moves(
 def test_other_architecture_names_the_parameter_and_both_shapes(
     tmp_path, reference, abstract_state):
   from bn_inception import checkpoint as ckpt_lib
+  from bn_inception import workdir as workdir_lib
   workdir = _copy_checkpoints(reference, tmp_path)
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   checkpointer = ckpt_lib.Checkpointer(str(workdir), 20, 3, owner=True)
