@@ -2,6 +2,7 @@
 probability averaging, exact counting."""
 
 import dataclasses
+import fractions
 import glob
 import json
 import math
@@ -88,6 +89,36 @@ def test_1_crop_is_the_pipelines_central_crop():
                                 [(375, 500, 23, 86, 328, 328, 0)])
   with pytest.raises(ValueError, match="crop scheme"):
     multicrop.crop_plan(375, 500, 12, 224)
+
+
+SIDES = (1, 2, 3, 7, 8, 15, 16, 33, 64, 99, 224, 255, 256, 333, 375, 500, 501, 1023)
+
+
+def test_1_crop_box_is_the_training_loops_eval_box_for_every_shape():
+  # Hand-computed: side = round(shorter * fraction) exactly (halves to even; these
+  # fractions are exact in binary), at least 1; the offsets round down.
+  window = tf.function(augment.central_crop_window, reduce_retracing=True)
+  for fraction in (0.875, 0.5, 0.625, 1.0, 5 / 32):
+    for h in SIDES:
+      for w in SIDES:
+        side = max(1, round(fractions.Fraction(min(h, w)) * fractions.Fraction(fraction)))
+        box = ((h - side) // 2, (w - side) // 2, side, side)
+        assert tuple(window(tf.constant([h, w]), fraction).numpy()) == box, (h, w, fraction)
+        np.testing.assert_array_equal(multicrop.crop_plan(h, w, 1, 224, fraction),
+                                      [(h, w, *box, 0)], err_msg=f"{(h, w, fraction)}")
+  # One rule for a fraction not exact in binary: float32 arithmetic, whose 45 x 0.7 is
+  # 31.5 (float64's is 31.499...), rounded to even.
+  assert multicrop.central_box(45, 60, 0.7) == (6, 14, 32, 32)
+  assert tuple(window(tf.constant([45, 60]), 0.7).numpy()) == (6, 14, 32, 32)
+
+
+def test_1_crop_stream_cuts_the_plans_box():
+  rng = np.random.default_rng(0)
+  for h, w, fraction in ((45, 60, 0.7), (7, 3, 0.875), (375, 500, 0.875), (1, 9, 0.5)):
+    image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    images = multicrop.ArrayImageSet(image, np.array([0]), "one")
+    (crop,) = multicrop.crop_dataset(images, np.array([0]), 1, 8, fraction).as_numpy_iterator()
+    np.testing.assert_array_equal(crop["image"], _crops(image[0], 1, 8, fraction)[0])
 
 
 def _crops(image, crops, size, fraction=0.875):
