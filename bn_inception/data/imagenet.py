@@ -17,7 +17,6 @@ An undecodable image is found, then raised or (skip_corrupt_images) replaced.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Iterator, Optional
 
 from absl import logging
@@ -25,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bn_inception.data import imagenet_pipeline as pipeline
-from bn_inception.data.base import Batch, DataError, EpochSampler, process_slice
+from bn_inception.data.base import Batch, DataError, EpochSampler, eval_positions, process_slice
 from bn_inception.data.image_readers import (ArrayRecordReader, EncodedImageSet, FolderReader,
                                              list_image_folder)
 
@@ -166,24 +165,20 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
                                    "training step")(start_step)
 
   # -- evaluation
-  def _eval_indices(self, b, global_batch, mine):
-    n = self.num_eval_examples
-    idx = b * global_batch + np.arange(mine.start, mine.stop, dtype=np.int64)
-    valid = idx < n
-    if self.eval_reader.bad:
-      valid &= ~np.isin(idx, list(self.eval_reader.bad))
-    return np.where(valid, idx, 0), valid
-
   def eval_batches(self, global_batch, process_index=0, process_count=1):
     config, reader = self.config, self.eval_reader
-    mine = process_slice(global_batch, process_index, process_count)
-    local = mine.stop - mine.start
-    num_batches = math.ceil(self.num_eval_examples / global_batch)
+    positions, mask = eval_positions(self.num_eval_examples, global_batch, process_index,
+                                     process_count)
+    num_batches, local = mask.shape
     load, image_fn, size = self._load(reader), self._eval_image, config.image_size
+
+    def rows(b):  # batch b's positions and mask, known-undecodable images masked too
+      valid = mask[b] & ~np.isin(positions[b], list(reader.bad))
+      return np.where(valid, positions[b], 0), valid
 
     def batches(first):
       for b in range(first, num_batches):
-        idx, valid = self._eval_indices(b, global_batch, mine)
+        idx, valid = rows(b)
         payload, labels = reader.fetch(idx)
         payload = np.where(valid, payload, b"")  # padding and skipped images: not read
         yield payload, np.where(valid, labels, 0).astype(np.int32), valid
@@ -197,7 +192,7 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
       return pipeline.decoded_batches(lambda: batches(first), local, tf.bool, example, config)
 
     def check(b):
-      idx, valid = self._eval_indices(b, global_batch, mine)
+      idx, valid = rows(b)
       return _undecodable(reader, idx[valid], image_fn)
 
     yield from _RecoveringIterator(reader, build, check, config.skip_corrupt_images,
