@@ -389,6 +389,31 @@ def test_an_undecodable_image_is_named(tmp_path):
     _evaluate([member], images, 10, multicrop_eval.Geometry(4, 0.5), batch_size=4)
 
 
+def test_one_undecodable_search_for_folders_and_tfrecords(tmp_path):
+  from bn_inception.data.image_readers import FolderReader, undecodable
+  good = [tf.io.encode_png(np.full((5, 7, 3), 9 * k, np.uint8)).numpy() for k in range(4)]
+  data = [good[0], b"not an image", good[2], b"\x89PNG broken"]
+  paths = [str(tmp_path / f"img{k}.png") for k in range(4)]
+  for path, d in zip(paths, data):
+    open(path, "wb").write(d)
+  reader = FolderReader(paths + [str(tmp_path / "missing.png")], [0] * 5, str(tmp_path))
+  found = dict(undecodable(reader, [4, 0, 1, 2, 3]))
+  assert list(found) == [4, 1, 3]  # in the order asked; a missing file counts
+  assert found[4].startswith("NotFoundError: ") and found[1].startswith("InvalidArgument")
+  images = multicrop.EncodedImageSet(reader, "folder")
+  assert images.find_undecodable([0, 2, 3, 1]) == f"{paths[3]} ({found[3][:200]})"
+  assert images.find_undecodable([0, 2]) is None
+  with tf.io.TFRecordWriter(str(tmp_path / "split.tfrecord")) as writer:
+    for k, d in enumerate(data):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d])),
+          "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[k]))}))
+          .SerializeToString())
+  records = multicrop.TfRecordImageSet([str(tmp_path / "split.tfrecord")], 4, "split")
+  assert records.find_undecodable([0, 2, 3]) == f"split record 3 ({found[3][:200]})"
+  assert records.find_undecodable([0, 2]) is None
+
+
 def test_incompatible_members_are_refused_by_name():
   a = _linear_member("a", 0, num_classes=5)
   b = _linear_member("b", 1, num_classes=4)
