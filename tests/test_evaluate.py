@@ -2,6 +2,7 @@
 probability averaging, exact counting."""
 
 import dataclasses
+import fractions
 import glob
 import json
 import math
@@ -88,6 +89,36 @@ def test_1_crop_is_the_pipelines_central_crop():
                                 [(375, 500, 23, 86, 328, 328, 0)])
   with pytest.raises(ValueError, match="crop scheme"):
     multicrop.crop_plan(375, 500, 12, 224)
+
+
+SIDES = (1, 2, 3, 7, 8, 15, 16, 33, 64, 99, 224, 255, 256, 333, 375, 500, 501, 1023)
+
+
+def test_1_crop_box_is_the_training_loops_eval_box_for_every_shape():
+  # Hand-computed: side = round(shorter * fraction) exactly (halves to even; these
+  # fractions are exact in binary), at least 1; the offsets round down.
+  window = tf.function(augment.central_crop_window, reduce_retracing=True)
+  for fraction in (0.875, 0.5, 0.625, 1.0, 5 / 32):
+    for h in SIDES:
+      for w in SIDES:
+        side = max(1, round(fractions.Fraction(min(h, w)) * fractions.Fraction(fraction)))
+        box = ((h - side) // 2, (w - side) // 2, side, side)
+        assert tuple(window(tf.constant([h, w]), fraction).numpy()) == box, (h, w, fraction)
+        np.testing.assert_array_equal(multicrop.crop_plan(h, w, 1, 224, fraction),
+                                      [(h, w, *box, 0)], err_msg=f"{(h, w, fraction)}")
+  # One rule for a fraction not exact in binary: float32 arithmetic, whose 45 x 0.7 is
+  # 31.5 (float64's is 31.499...), rounded to even.
+  assert multicrop.central_box(45, 60, 0.7) == (6, 14, 32, 32)
+  assert tuple(window(tf.constant([45, 60]), 0.7).numpy()) == (6, 14, 32, 32)
+
+
+def test_1_crop_stream_cuts_the_plans_box():
+  rng = np.random.default_rng(0)
+  for h, w, fraction in ((45, 60, 0.7), (7, 3, 0.875), (375, 500, 0.875), (1, 9, 0.5)):
+    image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+    images = multicrop.ArrayImageSet(image, np.array([0]), "one")
+    (crop,) = multicrop.crop_dataset(images, np.array([0]), 1, 8, fraction).as_numpy_iterator()
+    np.testing.assert_array_equal(crop["image"], _crops(image[0], 1, 8, fraction)[0])
 
 
 def _crops(image, crops, size, fraction=0.875):
@@ -356,6 +387,31 @@ def test_an_undecodable_image_is_named(tmp_path):
   member = _linear_member("a", 0, num_classes=3, channels=3)
   with pytest.raises(DataError, match="img1.png"):
     _evaluate([member], images, 10, multicrop_eval.Geometry(4, 0.5), batch_size=4)
+
+
+def test_one_undecodable_search_for_folders_and_tfrecords(tmp_path):
+  from bn_inception.data.image_readers import FolderReader, undecodable
+  good = [tf.io.encode_png(np.full((5, 7, 3), 9 * k, np.uint8)).numpy() for k in range(4)]
+  data = [good[0], b"not an image", good[2], b"\x89PNG broken"]
+  paths = [str(tmp_path / f"img{k}.png") for k in range(4)]
+  for path, d in zip(paths, data):
+    open(path, "wb").write(d)
+  reader = FolderReader(paths + [str(tmp_path / "missing.png")], [0] * 5, str(tmp_path))
+  found = dict(undecodable(reader, [4, 0, 1, 2, 3]))
+  assert list(found) == [4, 1, 3]  # in the order asked; a missing file counts
+  assert found[4].startswith("NotFoundError: ") and found[1].startswith("InvalidArgument")
+  images = multicrop.EncodedImageSet(reader, "folder")
+  assert images.find_undecodable([0, 2, 3, 1]) == f"{paths[3]} ({found[3][:200]})"
+  assert images.find_undecodable([0, 2]) is None
+  with tf.io.TFRecordWriter(str(tmp_path / "split.tfrecord")) as writer:
+    for k, d in enumerate(data):
+      writer.write(tf.train.Example(features=tf.train.Features(feature={
+          "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d])),
+          "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[k]))}))
+          .SerializeToString())
+  records = multicrop.TfRecordImageSet([str(tmp_path / "split.tfrecord")], 4, "split")
+  assert records.find_undecodable([0, 2, 3]) == f"split record 3 ({found[3][:200]})"
+  assert records.find_undecodable([0, 2]) is None
 
 
 def test_incompatible_members_are_refused_by_name():

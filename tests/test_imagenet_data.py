@@ -349,6 +349,11 @@ def test_tfds_imagenet2012(tmp_path, monkeypatch, file_format, kind):
   ks = np.round(images.mean(axis=(1, 2, 3)) / 20).astype(int)
   assert sorted(ks) == [1, 2, 3, 4, 5]
   np.testing.assert_array_equal(labels, np.asarray(_val_labels())[ks - 1])
+  halves = [list(source.eval_batches(4, p, 2)) for p in (0, 1)]  # two processes
+  assert [len(h) for h in halves] == [2, 2]
+  for k, batch in enumerate(batches):  # the same rows, split in halves
+    for field in ("image", "label", "mask"):
+      np.testing.assert_array_equal(batch[field], np.concatenate([h[k][field] for h in halves]))
   # 4 steps of 4 cross the 9-example epoch; resuming at step 3 gives the same batch.
   run = take(source.train_batches(0, 4, seed=7), 4)
   resumed = next(source.train_batches(3, 4, seed=7))

@@ -13,7 +13,8 @@ from bn_inception import workdir as workdir_lib
 from bn_inception import workdir_config
 from bn_inception import train
 from bn_inception.data import DataError, create_source
-from bn_inception.data.base import EpochSampler
+from bn_inception.data.base import EpochSampler, eval_positions, padded
+from bn_inception.data.synthetic import SyntheticSource
 from configs import mnist_fig1
 
 
@@ -108,6 +109,42 @@ def test_sampler_visits_each_example_once_per_epoch():
   assert len(set(stream[50:98])) == 48
   np.testing.assert_array_equal(EpochSampler(50, 3).indices(9, 7), sampler.indices(9, 7))
   assert not np.array_equal(EpochSampler(50, 4).indices(0, 7), sampler.indices(0, 7))
+
+
+def test_eval_order_pads_the_last_batch_and_slices_it_per_process():
+  # 10 examples, global batches of 4 on 2 processes: process p holds rows 2p, 2p+1 of
+  # each batch; positions 10 and 11 are padding (position 0, masked).
+  positions, mask = eval_positions(10, 4, 0, 2)
+  np.testing.assert_array_equal(positions, [[0, 1], [4, 5], [8, 9]])
+  assert mask.all()
+  positions, mask = eval_positions(10, 4, 1, 2)
+  np.testing.assert_array_equal(positions, [[2, 3], [6, 7], [0, 0]])
+  np.testing.assert_array_equal(mask, [[True, True], [True, True], [False, False]])
+  positions, mask = eval_positions(5, 4, num_batches=3)  # further batches: all padding
+  np.testing.assert_array_equal(positions, [[0, 1, 2, 3], [4, 0, 0, 0], [0, 0, 0, 0]])
+  assert mask.sum() == 5 and mask[1, 0] and not mask[1, 1:].any() and not mask[2].any()
+  assert eval_positions(0, 4)[0].shape == (0, 4)
+  batch = padded({"label": np.array([7, 8], np.int32), "image": np.ones((2, 2, 2), np.uint8)},
+                 np.array([True, True, False]))
+  np.testing.assert_array_equal(batch["label"], [7, 8, 0])
+  assert batch["label"].dtype == np.int32 and batch["image"].dtype == np.uint8
+  assert batch["image"][:2].all() and not batch["image"][2].any()
+  np.testing.assert_array_equal(batch["mask"], [True, True, False])
+
+
+def test_in_memory_and_synthetic_eval_follow_the_eval_order(mnist):
+  for source in (mnist, SyntheticSource((2, 2, 1), 3, num_eval_examples=10)):
+    n = source.num_eval_examples
+    whole = list(source.eval_batches(384))  # 384 does not divide 10,000
+    halves = [list(source.eval_batches(384, p, 2)) for p in (0, 1)]
+    for k, batch in enumerate(whole):  # two processes: the same rows, split in halves
+      for field in ("image", "label", "mask"):
+        np.testing.assert_array_equal(
+            batch[field], np.concatenate([halves[0][k][field], halves[1][k][field]]))
+    mask = np.concatenate([b["mask"] for b in whole])
+    assert len(mask) == -(-n // 384) * 384 and mask[:n].all() and not mask[n:].any()
+  labels = np.concatenate([b["label"] for b in list(mnist.eval_batches(384))])
+  np.testing.assert_array_equal(labels[:10_000], mnist.eval_labels)  # in file order
 
 
 def test_workdir_with_another_run_is_refused(tmp_path, mnist):

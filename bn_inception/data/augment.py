@@ -62,11 +62,13 @@ def inception_crop_window(shape_hw: tf.Tensor, seed: tf.Tensor,
 
 
 def central_crop_window(shape_hw: tf.Tensor, fraction: float) -> tf.Tensor:
-  """The central square of side fraction * shorter side, [y, x, h, w].
+  """The central square of side fraction * shorter side, [y, x, h, w]: the 1-crop
+  box of every evaluation (multicrop.crop_plan's 1-crop scheme evaluates this op).
 
   Cropping this square and resizing it to S x S is the usual "resize the shorter
   side to S / fraction, then take the central S x S" (e.g. 256 -> 224 for
-  fraction 0.875), done in the cheaper order.
+  fraction 0.875), done in the cheaper order. The side is float32(shorter side) x
+  float32(fraction) rounded half to even, at least 1; the offsets round down.
   """
   h, w = tf.unstack(tf.cast(shape_hw, tf.int32))
   side = tf.maximum(1, tf.cast(tf.round(tf.cast(tf.minimum(h, w), tf.float32) * fraction),

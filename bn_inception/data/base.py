@@ -59,6 +59,38 @@ def process_slice(global_batch: int, process_index: int, process_count: int) -> 
   return slice(process_index * local, (process_index + 1) * local)
 
 
+def eval_positions(num_examples: int, global_batch: int, process_index: int = 0,
+                   process_count: int = 1, num_batches: Optional[int] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+  """Evaluation order: every example once, in order, in global batches, the last padded.
+
+  -> (positions int64, mask bool), each [num_batches, local]: row r of this process's
+  part of global batch b is example b * global_batch + its `process_slice`.start + r;
+  rows at or past `num_examples` are padding: mask False, position 0 (a valid index,
+  so a source may read it and the mask hides it). `num_batches` (default the fewest,
+  ceil(num_examples / global_batch)) may be larger: further batches are all padding.
+  """
+  mine = process_slice(global_batch, process_index, process_count)
+  if num_batches is None:
+    num_batches = -(-num_examples // global_batch)
+  positions = (np.arange(num_batches, dtype=np.int64)[:, None] * global_batch
+               + np.arange(mine.start, mine.stop, dtype=np.int64))
+  mask = positions < num_examples
+  return np.where(mask, positions, 0), mask
+
+
+def padded(rows: Batch, mask: np.ndarray) -> Batch:
+  """A batch of len(mask) rows from `rows` (one per True of `mask`, in order): each
+  field's rows where `mask` is True, zeros elsewhere, and "mask". Fixed shapes: one
+  compilation for every batch."""
+  out = {}
+  for name, values in rows.items():
+    out[name] = np.zeros((len(mask), *values.shape[1:]), values.dtype)
+    out[name][mask] = values
+  out["mask"] = np.asarray(mask, bool)
+  return out
+
+
 class DataSource:
   """What the training loop needs from a dataset."""
 
@@ -75,6 +107,8 @@ class DataSource:
 
   def eval_batches(self, global_batch: int, process_index: int = 0,
                    process_count: int = 1) -> Iterator[Batch]:
+    """Every example once, as `eval_positions` orders and pads them: this process's
+    batches {"image", "label", "mask"} (mask False on padding)."""
     raise NotImplementedError
 
   # Per-example fields of training batches besides image and label, consumed on

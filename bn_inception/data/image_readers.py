@@ -3,7 +3,8 @@ full-size image set that wraps it for multi-crop evaluation.
 
 * `FolderReader` (<dir>/<synset>/<image>, listed by `list_image_folder`) and
   `ArrayRecordReader` (a TFDS split prepared as ArrayRecord) give random access;
-  `EncodedImageSet` wraps either.
+  `EncodedImageSet` wraps either; `undecodable` finds the images of either that do
+  not decode (the one search, for training, evaluation and image sets).
 * A TFDS split prepared as TFRecord is read in file order (`parse_record`);
   `TfRecordImageSet` reads it so.
 
@@ -13,7 +14,7 @@ TensorFlow is imported only where an image is decoded.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,9 +25,7 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 
 class FolderReader:
-  """Random access to the files of an image folder."""
-
-  payload = "path"  # the pipeline reads the file
+  """Random access to the files of an image folder: `fetch` gives paths, `load` reads."""
 
   def __init__(self, paths: Sequence[str], labels: np.ndarray, where: str):
     self.paths = np.asarray(paths, dtype=object)
@@ -44,11 +43,15 @@ class FolderReader:
   def name(self, index: int) -> str:
     return str(self.paths[index])
 
+  @staticmethod
+  def load(payload):
+    """A fetched payload -> the encoded image (TF op): the file's contents."""
+    import tensorflow as tf
+    return tf.io.read_file(payload)
+
 
 class ArrayRecordReader:
   """Random access to a TFDS split prepared as ArrayRecord (encoded JPEG bytes)."""
-
-  payload = "bytes"
 
   def __init__(self, data_source, where: str):
     self.source = data_source
@@ -68,6 +71,11 @@ class ArrayRecordReader:
     file_name = record.get("file_name", b"")
     file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
     return f"{self.where}[{index}] ({file_name})"
+
+  @staticmethod
+  def load(payload):
+    """A fetched payload -> the encoded image: the payload itself."""
+    return payload
 
 
 def list_image_folder(root: str, field: str) -> Tuple[List[str], List[str], List[str]]:
@@ -110,6 +118,27 @@ def decode_image(data):
   return image
 
 
+def decode_error(decode: Callable, data) -> Optional[str]:
+  """"ErrorType: message" where `decode(data)`, run eagerly, fails; None where it works."""
+  import tensorflow as tf
+  try:
+    decode(data)
+  except tf.errors.OpError as e:
+    return f"{type(e).__name__}: {e.message}"
+  return None
+
+
+def undecodable(reader, indices, decode: Callable = decode_image) -> Iterator[Tuple[int, str]]:
+  """(index, "ErrorType: message") for each of `indices` of a random-access reader, in
+  order, whose image cannot be loaded or `decode(encoded image)`d. Lazy: the first
+  costs only the images before it."""
+  for i in indices:
+    payload, _ = reader.fetch(np.asarray([i]))
+    error = decode_error(lambda p: decode(reader.load(p)), payload[0])
+    if error is not None:
+      yield int(i), error
+
+
 class EncodedImageSet(ImageSet):
   """Encoded images with random access: an ImageNet FolderReader or ArrayRecordReader."""
 
@@ -118,10 +147,6 @@ class EncodedImageSet(ImageSet):
   def __init__(self, reader, name: str):
     self.reader, self.name = reader, name
     self.num_examples, self.channels = len(reader), 3
-
-  def _load(self, payload):
-    import tensorflow as tf
-    return tf.io.read_file(payload) if self.reader.payload == "path" else payload
 
   def dataset(self, indices, num_parallel_calls):
     import tensorflow as tf
@@ -134,17 +159,13 @@ class EncodedImageSet(ImageSet):
 
     ds = tf.data.Dataset.from_generator(examples, output_signature=(
         tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int32)))
-    return ds.map(lambda p, label: {"image": decode_image(self._load(p)), "label": label},
+    return ds.map(lambda p, label: {"image": decode_image(self.reader.load(p)),
+                                    "label": label},
                   num_parallel_calls=num_parallel_calls, deterministic=True)
 
   def find_undecodable(self, indices):
-    import tensorflow as tf
-    for i in indices:
-      payload, _ = self.reader.fetch(np.asarray([i]))
-      try:
-        decode_image(self._load(payload[0]))
-      except tf.errors.OpError as e:
-        return f"{self.reader.name(int(i))} ({type(e).__name__}: {e.message[:200]})"
+    for i, error in undecodable(self.reader, indices):
+      return f"{self.reader.name(i)} ({error[:200]})"
     return None
 
 
@@ -169,14 +190,11 @@ class TfRecordImageSet(ImageSet):
                   num_parallel_calls=num_parallel_calls, deterministic=True)
 
   def find_undecodable(self, indices):
-    import tensorflow as tf
     wanted = set(int(i) for i in indices)
     for position, (data, _) in enumerate(self._records().as_numpy_iterator()):
-      if position in wanted:
-        try:
-          decode_image(data)
-        except tf.errors.OpError as e:
-          return f"{self.name} record {position} ({type(e).__name__}: {e.message[:200]})"
+      error = decode_error(decode_image, data) if position in wanted else None
+      if error is not None:
+        return f"{self.name} record {position} ({error[:200]})"
       if position >= max(wanted, default=-1):
         break
     return None

@@ -17,7 +17,6 @@ An undecodable image is found, then raised or (skip_corrupt_images) replaced.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Dict, Iterator, Optional
 
 from absl import logging
@@ -25,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from bn_inception.data import imagenet_pipeline as pipeline
-from bn_inception.data.base import Batch, DataError, EpochSampler, process_slice
+from bn_inception.data.base import Batch, DataError, EpochSampler, eval_positions, process_slice
 from bn_inception.data.image_readers import (ArrayRecordReader, EncodedImageSet, FolderReader,
-                                             list_image_folder)
+                                             list_image_folder, undecodable)
 
 
 def _substitute(indices: np.ndarray, bad: Dict[int, str], n: int) -> np.ndarray:
@@ -84,21 +83,6 @@ class _RecoveringIterator:
                           self.reader.where)
 
 
-def _undecodable(reader, indices: np.ndarray, decode: Callable[[tf.Tensor], tf.Tensor]):
-  """{index: error} for the examples among `indices` that fail to load or decode."""
-  found = {}
-  for i in np.unique(indices):
-    if int(i) in reader.bad:
-      continue
-    payload, _ = reader.fetch(np.asarray([i]))
-    try:
-      data = tf.io.read_file(payload[0]) if reader.payload == "path" else payload[0]
-      decode(data)
-    except tf.errors.OpError as e:
-      found[int(i)] = f"{type(e).__name__}: {e.message}"
-  return found
-
-
 class RandomAccessImageSource(pipeline.ImageNetSource):
   """Encoded images with random access (folder, ArrayRecord): exact (seed, step) order."""
 
@@ -119,11 +103,6 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
     return len(self.train_reader.bad) + (
         len(self.eval_reader.bad) if self.eval_reader is not self.train_reader else 0)
 
-  def _load(self, reader):
-    if reader.payload == "path":
-      return tf.io.read_file
-    return lambda x: x
-
   # -- training
   def _train_indices(self, sampler, step, global_batch, mine):
     idx = sampler.indices(step, global_batch)[mine]
@@ -134,7 +113,7 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
     sampler = EpochSampler(self.num_train_examples, seed, config.shuffle)
     mine = process_slice(global_batch, process_index, process_count)
     local = mine.stop - mine.start
-    load, image_fn = self._load(reader), self._train_image
+    image_fn = self._train_image
 
     def steps(first):
       step = first
@@ -147,7 +126,7 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
     def example(payload, label, position):
       # The augmentation of an example is a function of (seed, its stream position).
       example_seed = tf.stack([tf.constant(seed, tf.int64), position])
-      return self._train_example(load(payload), label, example_seed)
+      return self._train_example(reader.load(payload), label, example_seed)
 
     def build(first):
       return pipeline.decoded_batches(lambda: steps(first), local, tf.int64, example, config)
@@ -156,9 +135,9 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
       idx = self._train_indices(sampler, step, global_batch, mine)
       positions = step * global_batch + np.arange(mine.start, mine.stop, dtype=np.int64)
       found = {}
-      for i, pos in zip(idx, positions):
+      for i, pos in zip(idx, positions):  # each image with the seed it failed with
         if int(i) not in found:
-          found.update(_undecodable(reader, np.asarray([i]), lambda d, pos=pos: image_fn(
+          found.update(undecodable(reader, [i], lambda d, pos=pos: image_fn(
               d, tf.constant([seed, pos], tf.int64))))
       return found
 
@@ -166,30 +145,26 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
                                    "training step")(start_step)
 
   # -- evaluation
-  def _eval_indices(self, b, global_batch, mine):
-    n = self.num_eval_examples
-    idx = b * global_batch + np.arange(mine.start, mine.stop, dtype=np.int64)
-    valid = idx < n
-    if self.eval_reader.bad:
-      valid &= ~np.isin(idx, list(self.eval_reader.bad))
-    return np.where(valid, idx, 0), valid
-
   def eval_batches(self, global_batch, process_index=0, process_count=1):
     config, reader = self.config, self.eval_reader
-    mine = process_slice(global_batch, process_index, process_count)
-    local = mine.stop - mine.start
-    num_batches = math.ceil(self.num_eval_examples / global_batch)
-    load, image_fn, size = self._load(reader), self._eval_image, config.image_size
+    positions, mask = eval_positions(self.num_eval_examples, global_batch, process_index,
+                                     process_count)
+    num_batches, local = mask.shape
+    image_fn, size = self._eval_image, config.image_size
+
+    def rows(b):  # batch b's positions and mask, known-undecodable images masked too
+      valid = mask[b] & ~np.isin(positions[b], list(reader.bad))
+      return np.where(valid, positions[b], 0), valid
 
     def batches(first):
       for b in range(first, num_batches):
-        idx, valid = self._eval_indices(b, global_batch, mine)
+        idx, valid = rows(b)
         payload, labels = reader.fetch(idx)
         payload = np.where(valid, payload, b"")  # padding and skipped images: not read
         yield payload, np.where(valid, labels, 0).astype(np.int32), valid
 
     def example(payload, label, valid):
-      image = tf.cond(valid, lambda: image_fn(load(payload)),
+      image = tf.cond(valid, lambda: image_fn(reader.load(payload)),
                       lambda: tf.zeros([size, size, 3], tf.uint8))
       return {"image": image, "label": label, "mask": valid}
 
@@ -197,8 +172,8 @@ class RandomAccessImageSource(pipeline.ImageNetSource):
       return pipeline.decoded_batches(lambda: batches(first), local, tf.bool, example, config)
 
     def check(b):
-      idx, valid = self._eval_indices(b, global_batch, mine)
-      return _undecodable(reader, idx[valid], image_fn)
+      idx, valid = rows(b)
+      return dict(undecodable(reader, idx[valid], image_fn))
 
     yield from _RecoveringIterator(reader, build, check, config.skip_corrupt_images,
                                    "eval batch")(0, num_batches)

@@ -7,14 +7,14 @@ that guarantees on resume).
 
 from __future__ import annotations
 
-import math
 import os
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
 from bn_inception.data import imagenet_pipeline as pipeline
-from bn_inception.data.base import DataError, DataSource, process_slice
+from bn_inception.data.base import DataError, DataSource, eval_positions, process_slice
 from bn_inception.data.image_readers import ArrayRecordReader, TfRecordImageSet, parse_record
 from bn_inception.data.imagenet import RandomAccessImageSource
 from bn_inception.data.shard_check import damaged_shards
@@ -111,29 +111,26 @@ class TfdsStreamingSource(pipeline.ImageNetSource):
 
   def eval_batches(self, global_batch, process_index=0, process_count=1):
     config = self.config
-    mine = process_slice(global_batch, process_index, process_count)
-    local, n = mine.stop - mine.start, self.num_eval_examples
-    padded = math.ceil(n / global_batch) * global_batch
+    positions, mask = eval_positions(self.num_eval_examples, global_batch, process_index,
+                                     process_count)
+    # The split in file order: this process's records (the padding comes after them).
+    mine = np.zeros(self.num_eval_examples, bool)
+    mine[positions[mask]] = True
     size, image_fn = config.image_size, self._eval_image
     files = [str(p) for p in self.eval_info.filepaths]
-    records = tf.data.TFRecordDataset(files).map(parse_record)
-    records = records.map(lambda data, label: (data, label, True))
-    padding = tf.data.Dataset.range(padded - n).map(
+    records = tf.data.TFRecordDataset(files).enumerate().filter(
+        lambda position, _: tf.gather(mine, position))
+    records = records.map(lambda _, record: (*parse_record(record), True))
+    padding = tf.data.Dataset.range(int((~mask).sum())).map(
         lambda _: (tf.constant(b""), tf.constant(0, tf.int32), False))
-    ds = tf.data.Dataset.zip(tf.data.Dataset.range(padded), records.concatenate(padding))
 
-    def is_mine(position, _):
-      within = position % global_batch
-      return (within >= mine.start) & (within < mine.stop)
-
-    def example(position, item):
-      data, label, valid = item
+    def example(data, label, valid):
       image = tf.cond(valid, lambda: image_fn(data), lambda: tf.zeros([size, size, 3], tf.uint8))
       return {"image": image, "label": label, "mask": valid}
 
-    ds = ds.filter(is_mine).map(example, num_parallel_calls=pipeline.parallel(config),
-                                deterministic=True)
-    ds = ds.batch(local, drop_remainder=True).prefetch(pipeline.prefetch(config))
+    ds = records.concatenate(padding).map(example, num_parallel_calls=pipeline.parallel(config),
+                                          deterministic=True)
+    ds = ds.batch(mask.shape[1], drop_remainder=True).prefetch(pipeline.prefetch(config))
     try:
       yield from ds.with_options(pipeline.options(config)).as_numpy_iterator()
     except Exception as e:  # not BaseException: a generator closed at exit

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bn_inception.data.base import DataError, DataSource, EpochSampler, ImageSet, process_slice
+from bn_inception.data.base import (DataError, DataSource, EpochSampler, ImageSet, eval_positions,
+                                    process_slice)
 
 
 class InMemorySource(DataSource):
@@ -31,24 +32,15 @@ class InMemorySource(DataSource):
       step += 1
 
   def eval_batches(self, global_batch, process_index=0, process_count=1):
-    yield from padded_batches(self.eval_images, self.eval_labels, global_batch,
-                              process_index, process_count)
+    positions, mask = eval_positions(self.num_eval_examples, global_batch, process_index,
+                                     process_count)
+    for rows, valid in zip(positions, mask):
+      yield {"image": self.eval_images[rows], "label": self.eval_labels[rows], "mask": valid}
 
   def full_size_images(self, split):
     if split == "eval":
       return ArrayImageSet(self.eval_images, self.eval_labels, "in-memory eval split")
     return ArrayImageSet(self.train_images, self.train_labels, "in-memory train split")
-
-
-def padded_batches(images, labels, global_batch, process_index=0, process_count=1):
-  """Every example exactly once: the last batch is padded and masked."""
-  n = len(images)
-  mine = process_slice(global_batch, process_index, process_count)
-  for start in range(0, n, global_batch):
-    idx = np.arange(start, start + global_batch)[mine]
-    valid = idx < n
-    idx = np.where(valid, idx, 0)
-    yield {"image": images[idx], "label": labels[idx], "mask": valid}
 
 
 class ArrayImageSet(ImageSet):

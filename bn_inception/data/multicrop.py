@@ -10,8 +10,9 @@ when the box is already image_size square that is exactly resize-then-slice,
 otherwise it avoids a second blur.
 
 Schemes (`crop_plan`), for model resolution S = image_size:
-  1    the pipeline's eval crop: the central square of side eval_crop_fraction x
-       the shorter side, resized to S (resized frame = the original image);
+  1    the pipeline's eval crop, `augment.central_crop_window` (its one definition):
+       the central square of side eval_crop_fraction x the shorter side, resized
+       to S (resized frame = the original image);
   10   shorter side resized to round(S / eval_crop_fraction) (256 at S = 224),
        its four corner S x S crops and the centre one, then their mirrors;
   144  GoogLeNet (Szegedy et al. 2014, Sec. 7): the shorter side resized to each
@@ -59,6 +60,23 @@ def _corners_and_centre(rh: int, rw: int, c: int):
   return [(0, 0), (0, rw - c), (rh - c, 0), (rh - c, rw - c), ((rh - c) // 2, (rw - c) // 2)]
 
 
+def central_box(height: int, width: int, crop_fraction: float) -> Tuple[int, int, int, int]:
+  """The 1-crop box (y, x, h, w) of a height x width image: the training loop's eval
+  crop, `augment.central_crop_window`, evaluated eagerly (a TF op)."""
+  import tensorflow as tf
+  from bn_inception.data import augment
+  window = augment.central_crop_window(tf.constant([height, width], tf.int32), crop_fraction)
+  return tuple(int(v) for v in window.numpy())
+
+
+def _central_row(image, crop_fraction: float):
+  """The 1-crop plan row of a decoded image, in the graph: (H, W, central box, no flip)."""
+  import tensorflow as tf
+  from bn_inception.data import augment
+  shape_hw = tf.shape(image)[:2]
+  return tf.concat([shape_hw, augment.central_crop_window(shape_hw, crop_fraction), [0]], 0)
+
+
 def crop_plan(height: int, width: int, crops: int, image_size: int,
               crop_fraction: float = 0.875) -> np.ndarray:
   """int64 [crops, 7] rows (resized_h, resized_w, y, x, h, w, flip); see the module doc."""
@@ -69,8 +87,7 @@ def crop_plan(height: int, width: int, crops: int, image_size: int,
     raise ValueError(f"image_size={image_size} must be positive.")
   rows = []
   if crops == 1:
-    side = max(1, int(round(min(height, width) * crop_fraction)))
-    rows.append((height, width, (height - side) // 2, (width - side) // 2, side, side, 0))
+    rows.append((height, width, *central_box(height, width, crop_fraction), 0))
   elif crops == 10:
     rh, rw = resized_shape(height, width, max(c, int(round(c / crop_fraction))))
     boxes = _corners_and_centre(rh, rw, c)
@@ -159,7 +176,7 @@ def crop_dataset(images: ImageSet, indices: np.ndarray, crops: int, image_size: 
         lambda row: crop(example, position, row))
 
   if crops == 1:  # decode and crop in one parallel map
-    ds = examples.map(lambda e, p: crop(e, p, plan_of(e["image"])[0]),
+    ds = examples.map(lambda e, p: crop(e, p, _central_row(e["image"], crop_fraction)),
                       num_parallel_calls=parallel, deterministic=True)
   else:
     ds = examples.interleave(expand, cycle_length=4, block_length=crops,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from bn_inception.data.base import DataSource, process_slice
+from bn_inception.data.base import DataSource, eval_positions, process_slice
 
 
 class SyntheticSource(DataSource):
@@ -50,7 +50,7 @@ class SyntheticSource(DataSource):
 
   def eval_batches(self, global_batch, process_index=0, process_count=1):
     mine = process_slice(global_batch, process_index, process_count)
-    for i, start in enumerate(range(0, self.num_eval_examples, global_batch)):
+    _, mask = eval_positions(self.num_eval_examples, global_batch, process_index, process_count)
+    for i, valid in enumerate(mask):
       batch = self._batch(2**32 - 1, i, global_batch)  # a stream apart from training seeds
-      batch["mask"] = np.arange(start, start + global_batch) < self.num_eval_examples
-      yield {k: v[mine] for k, v in batch.items()}
+      yield {"image": batch["image"][mine], "label": batch["label"][mine], "mask": valid}

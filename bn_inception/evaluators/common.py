@@ -1,6 +1,6 @@
 """What every evaluator shares: a network's predict_fns, process-local batches made
-global on the mesh (the last one padded and masked), and per-example values brought
-to the host across processes."""
+global on the mesh (padded and masked by the data layer: `data.base.eval_positions`,
+`data.base.padded`), and per-example values brought to the host across processes."""
 
 from __future__ import annotations
 
@@ -66,16 +66,6 @@ def global_batches(local_batches, mesh) -> Iterator[Dict[str, jax.Array]]:
   """Process-local batches -> global batches sharded on the mesh's data axis."""
   for local in local_batches:
     yield sharding.global_batch(local, mesh)
-
-
-def padded(local: Batch, size: int) -> Batch:
-  """A process-local batch of `size` rows: `local`'s (possibly fewer) rows, zeros after
-  them, and "mask" True on the real rows. Fixed shapes: one compilation."""
-  n = len(local["label"])
-  out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-         for k, v in local.items()}
-  out["mask"] = np.arange(size) < n
-  return out
 
 
 def to_host(arrays) -> np.ndarray:

@@ -5,7 +5,7 @@ It knows networks only as `predict_fns`: name -> function from a global batch of
 crops (sharded over the data-parallel Mesh) to softmax probabilities. Every example of
 an `ImageSet` is cropped by one scheme of `data/multicrop.py` (1, 10 or 144 crops); the
 crops stream through the networks in fixed-size batches (the last one padded and
-masked, `common.padded`). Per example, a network's softmax PROBABILITIES are averaged
+masked, `data.base.padded`). Per example, a network's softmax PROBABILITIES are averaged
 over its crops, and the networks' crop-averaged probabilities over networks (never
 logits: a network cannot outvote the others by being overconfident); `tally.py`
 counts. Every example is counted exactly once whatever the batch size; the count is
@@ -26,6 +26,7 @@ import numpy as np
 
 from bn_inception import progress
 from bn_inception.data import DataError, multicrop
+from bn_inception.data.base import eval_positions, padded
 from bn_inception.evaluators import common
 from bn_inception.evaluators.tally import (TOP_K, CropAverager, ErrorTally, average_members,
                                            mcnemar_p)
@@ -114,6 +115,7 @@ class Evaluator:
     local_batch = self.batch_size // jax.process_count()
     num_steps = math.ceil(math.ceil(images.num_examples / jax.process_count()) * crops
                           / local_batch)
+    _, masks = eval_positions(len(positions) * crops, local_batch, num_batches=num_steps)
     ds = multicrop.crop_dataset(images, positions, crops, g.image_size, g.crop_fraction,
                                 g.resize_method, g.antialias, g.num_parallel_calls)
     it = ds.batch(local_batch).prefetch(2).as_numpy_iterator()
@@ -131,7 +133,7 @@ class Evaluator:
                         f"evaluation needs every image decodable.") from e
       local = empty if local is None else local
       seen += len(local["label"])
-      yield common.padded(local, local_batch)
+      yield padded(local, masks[step])
 
   def _result(self, crops: int, tally: ErrorTally, seconds: float) -> dict:
     correct, nonfinite, count = tally.totals()
