@@ -101,11 +101,11 @@ def test_twin_back_image_is_twin_seeds_on_the_new_data():
       "configs/sweeps/twin_seeds.py")
   assert list(m) == list(mnist)
   for name, c in m.items():
-    assert (c["data.name"], c["data.variant"]) == ("mnist_back_image", "plain")
+    assert (c["data.name"], c["data.variant"]) == ("mnist_back_image", "rotated")
     assert {k for k in differing(c, mnist[name]) if not k.startswith("data.")} == set()
-  rotated = resolved("configs/sweeps/twin_back_image.py:10677,rotated")
-  assert rotated["bn_x30-seed2"]["data.variant"] == "rotated"
-  assert rotated["bn_x30-seed2"]["train.num_steps"] == twin.get_config("bn_x30").train.num_steps
+  plain = resolved("configs/sweeps/twin_back_image.py:10677,plain")
+  assert plain["bn_x30-seed2"]["data.variant"] == "plain"
+  assert plain["bn_x30-seed2"]["train.num_steps"] == twin.get_config("bn_x30").train.num_steps
 
 
 # ----------------------------------------------------------------------------- report
