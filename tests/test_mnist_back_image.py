@@ -192,3 +192,13 @@ def test_the_twin_configs_select_it_and_validate():
   config.data.variant = "tilted"
   with pytest.raises(config_checks.ConfigError, match="data.variant"):
     config_checks.validate(config)
+
+
+def test_the_preview_grid_is_a_png_of_the_rows(sources, tmp_path):
+  from bn_inception import figures
+  built(sources, tmp_path)
+  images = read(tmp_path)["train_images"]
+  path = figures.write_example_grid({"a": images[:10], "b": images[10:15]},
+                                    str(tmp_path / "grid.png"))
+  with Image.open(path) as png:
+    assert png.format == "PNG" and png.width > 2 * png.height   # 10 columns, 2 rows
