@@ -57,3 +57,25 @@ def write_fig1(series: Dict[str, Dict[str, list]], out_dir: str) -> tuple[str, s
   fig.savefig(png_path, dpi=100)
   plt.close(fig)
   return json_path, png_path
+
+
+def write_example_grid(rows: Dict[str, "np.ndarray"], path: str, scale: float = 0.9) -> str:
+  """A PNG grid of grey images: one labelled row per entry of `rows` (uint8 [n, h, w])."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = max(len(images) for images in rows.values())
+  fig, axes = plt.subplots(len(rows), n, figsize=(n * scale, len(rows) * scale + 0.2),
+                           squeeze=False)
+  for r, (label, images) in enumerate(rows.items()):
+    for c, ax in enumerate(axes[r]):
+      ax.set_xticks([]), ax.set_yticks([])
+      if c < len(images):
+        ax.imshow(images[c], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+      if c == 0:
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+  fig.tight_layout(pad=0.3)
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path

@@ -37,7 +37,8 @@ DATA_ENV_VAR = "BN_INCEPTION_DATA"
 # processes start, and how often it logs and saves (resumes are bit-equal). Two runs
 # differing only in these are the same run (workdir_config.RESUMABLE_FIELDS, report.py).
 NON_RESULT_FIELDS = (
-    "data.data_dir", "data.download_if_missing", "distributed", "train.log_every",
+    "data.data_dir", "data.download_if_missing", "data.mnist_dir",
+    "data.backgrounds_dir", "data.cache_dir", "distributed", "train.log_every",
     "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
 )
 
@@ -81,6 +82,28 @@ MNIST_DATA_RULES = {
     "name": TEXT, "data_dir": TEXT, "download_if_missing": FLAG, "tfds_data_dir": TEXT,
     "shuffle": FLAG, "mean": each(FINITE, length=1, meaning="one (grey) channel"),
     "std": each(above(0.0), length=1, meaning="one (grey) channel"),
+}
+
+
+def mnist_back_image_data_config(**overrides) -> ConfigDict:
+  """`config.data` for MNIST-back-image (data/mnist_back_image.py; Larochelle et al.
+  2007): MNIST digits over grey natural-image patches, composed once into a cache."""
+  d = ConfigDict()
+  d.name = "mnist_back_image"
+  d.variant = "plain"                # 'plain' | 'rotated' (mnist-rot-back-image)
+  d.mnist_dir = ""                   # the MNIST IDX files; '': <data root>/mnist
+  d.backgrounds_dir = ""             # <synset>/<image> JPEGs; '': <data root>/imagenet_sample
+  d.cache_dir = ""                   # '': $XDG_CACHE_HOME (~/.cache)/bn_inception/...
+  d.shuffle = True
+  d.mean = (0.0,)                    # on-device normalisation (x/255 - mean)/std
+  d.std = (1.0,)
+  return _override(d, "mnist_back_image_data_config", overrides)
+
+
+MNIST_BACK_IMAGE_DATA_RULES = {
+    "name": TEXT, "variant": one_of("plain", "rotated"), "mnist_dir": TEXT,
+    "backgrounds_dir": TEXT, "cache_dir": TEXT, "shuffle": FLAG,
+    "mean": MNIST_DATA_RULES["mean"], "std": MNIST_DATA_RULES["std"],
 }
 
 
@@ -272,6 +295,8 @@ MODELS = by_name((   # config.model.name -> its section, its builder, what it ex
 ))
 DATASETS = by_name((  # config.data.name -> its section, its source
     Dataset("mnist", mnist_data_config, MNIST_DATA_RULES, "bn_inception.data.mnist:create"),
+    Dataset("mnist_back_image", mnist_back_image_data_config, MNIST_BACK_IMAGE_DATA_RULES,
+            "bn_inception.data.mnist_back_image:create"),
     Dataset("imagenet_folder", lambda: imagenet_data_config("imagenet_folder"),
             IMAGENET_DATA_RULES, "bn_inception.data.imagenet:create_folder",
             without_files="bn_inception.data.imagenet_pipeline:without_files"),

@@ -430,7 +430,8 @@ CASES = {
     "nonfinite_policy": (bad_flag("--config.train.nonfinite_policy=maybe"), 2,
                          "config.train.nonfinite_policy='maybe'; known: stop, skip."),
     "unknown dataset": (bad_flag("--config.data.name=cifar"), 2,
-                        "config.data.name='cifar'; known: mnist, imagenet_folder"),
+                        "config.data.name='cifar'; known: mnist, mnist_back_image, "
+                        "imagenet_folder"),
     "unknown model": (bad_flag("--config.model.name=resnet"), 2,
                       "config.model.name='resnet'; known: mlp, bn_inception"),
     "learning_rate=nan": (bad_flag("--config.optim.learning_rate=nan"), 2,

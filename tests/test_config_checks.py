@@ -96,7 +96,8 @@ def test_an_unknown_name_is_the_only_line():
   config = mnist_fig1.get_config("bn")
   config.data.name, config.optim.learning_rate = "cifar", float("nan")
   assert config_checks.problems(config) == [
-      "config.data.name='cifar'; known: mnist, imagenet_folder, imagenet_tfds."]
+      "config.data.name='cifar'; known: mnist, mnist_back_image, imagenet_folder, "
+      "imagenet_tfds."]
   with pytest.raises(config_checks.ConfigError, match="Nothing was run"):
     config_checks.validate(config)
 

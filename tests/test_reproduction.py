@@ -96,6 +96,18 @@ def test_twin_seeds_members():
   assert short["bn_x5-seed1"]["train.num_steps"] == twin.get_config("bn_x5").train.num_steps
 
 
+def test_twin_back_image_is_twin_seeds_on_the_new_data():
+  m, mnist = resolved("configs/sweeps/twin_back_image.py"), resolved(
+      "configs/sweeps/twin_seeds.py")
+  assert list(m) == list(mnist)
+  for name, c in m.items():
+    assert (c["data.name"], c["data.variant"]) == ("mnist_back_image", "rotated")
+    assert {k for k in differing(c, mnist[name]) if not k.startswith("data.")} == set()
+  plain = resolved("configs/sweeps/twin_back_image.py:10677,plain")
+  assert plain["bn_x30-seed2"]["data.variant"] == "plain"
+  assert plain["bn_x30-seed2"]["train.num_steps"] == twin.get_config("bn_x30").train.num_steps
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -264,6 +276,13 @@ def test_twin_ensemble_runs_and_evaluates(tmp_path):
   ensemble.run(specs, [1], output_dir=str(tmp_path / "eval"), batch_size=1000)
   result = json.loads((tmp_path / "eval" / "report.json").read_text())
   assert [len(r["rows"]) for r in result["results"]] == [3]  # two members, the ensemble
+
+
+@pytest.mark.slow
+def test_twin_back_image_runs(tmp_path):
+  w = run_short(tmp_path, "twin_back_image", "10677")
+  r = report.build(str(w), "inception")
+  assert len(r.seed_groups) == 5 and all(len(g.members) == 3 for g in r.seed_groups)
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ CONFIG_VARIANTS = {
     "base": (None,), "imagenet_tiny": (None,), "mnist_fig1": ("bn", "no_bn"),
     "bn_inception": ("bn_inception", "inception", "mnist_smoke"),
     "imagenet_base": ("full", "cpu"), "mnist_lr_acceleration": PAPER_RUNS,
+    "back_image_lr_acceleration": PAPER_RUNS + ("bn_x5,2500,rotated",),
     **{run: ("full", "cpu") for run in PAPER_RUNS},
 }
 
