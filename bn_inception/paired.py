@@ -5,10 +5,10 @@ MNIST-back-image run), and Holm's adjustment for a family of such claims.
 Every recipe is scored on the same test examples, so the comparison is paired by
 example (the examples both get right or both get wrong carry no information about the
 difference); the claim is about recipes, not one network each, so each recipe's seeds
-are resampled too (a lucky seed is not a recipe effect). McNemar's exact test for one
-pair of networks is evaluate.mcnemar_p.
+are resampled too (a lucky seed is not a recipe effect). `mcnemar_p`: McNemar's exact
+test for one pair of networks (an ensemble against its best member, a same-seed pair).
 
-Imports only numpy.
+Imports only numpy (and scipy for the binomial tail).
 """
 
 from __future__ import annotations
@@ -19,6 +19,16 @@ from typing import Sequence
 import numpy as np
 
 CHUNK = 250     # bootstrap samples at a time (memory: CHUNK x examples floats)
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+  """McNemar's exact test (two-sided): the chance, if A and B were equally accurate,
+  of a split of their disagreements at least this uneven (binomial, p = 1/2)."""
+  n = only_a + only_b
+  if n == 0:
+    return 1.0
+  from scipy import stats
+  return float(stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
 
 
 @dataclasses.dataclass(frozen=True)

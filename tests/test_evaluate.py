@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_inception import (config_checks, config_upgrade, ensemble, eval_report, progress, schema,
-                          sharding, train)
+from bn_inception import (config_checks, config_upgrade, ensemble, eval_report, paired,
+                          progress, schema, sharding, train)
 from bn_inception.evaluators import multicrop as multicrop_eval
 from bn_inception.evaluators import tally as tally_lib
 from bn_inception.workdir import CheckpointError
@@ -318,9 +318,9 @@ def test_members_are_averaged_as_probabilities_not_logits():
 
 
 def test_mcnemar_p_by_hand():
-  assert tally_lib.mcnemar_p(0, 5) == pytest.approx(2 / 32)       # 2 * P(X <= 0), X ~ B(5, 1/2)
-  assert tally_lib.mcnemar_p(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
-  assert tally_lib.mcnemar_p(3, 3) == tally_lib.mcnemar_p(0, 0) == 1.0
+  assert paired.mcnemar_p(0, 5) == pytest.approx(2 / 32)       # 2 * P(X <= 0), X ~ B(5, 1/2)
+  assert paired.mcnemar_p(7, 2) == pytest.approx(2 * (1 + 9 + 36) / 512)
+  assert paired.mcnemar_p(3, 3) == paired.mcnemar_p(0, 0) == 1.0
 
 
 def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():

@@ -28,8 +28,8 @@ from bn_inception import progress
 from bn_inception.data import DataError, multicrop
 from bn_inception.data.base import eval_positions, padded
 from bn_inception.evaluators import common
-from bn_inception.evaluators.tally import (TOP_K, CropAverager, ErrorTally, average_members,
-                                           mcnemar_p)
+from bn_inception.evaluators.tally import TOP_K, CropAverager, ErrorTally, average_members
+from bn_inception.paired import mcnemar_p
 
 ENSEMBLE = "ensemble"
 # data section field -> Geometry field, where the data section has it (an in-memory

@@ -1,7 +1,7 @@
 """Counting for multi-crop evaluation (Sec. 4.2.3, Figure 4): crop probabilities
 averaged per example (`CropAverager`), then top-k correct counts per network and for
-the ensemble (`ErrorTally`), and the ensemble's paired comparison with a member
-(`mcnemar_p`). Top-k is `metrics.topk_correct` (ties and non-finite outputs count
+the ensemble (`ErrorTally`) with the disagreements that the ensemble's paired
+comparison with a member (`paired.mcnemar_p`) counts. Top-k is `metrics.topk_correct` (ties and non-finite outputs count
 against the label); every example is counted exactly once."""
 
 from __future__ import annotations
@@ -127,16 +127,6 @@ class ErrorTally:
     """[rows, 2]: per row, the examples the last row (the ensemble) gets right at top-1
     and this row wrong, and those this row gets right and the last row wrong."""
     return self._gathered()[0][:, len(TOP_K) + 1:]
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-  """McNemar's exact test (two-sided): the chance, if A and B were equally accurate,
-  of a split of their disagreements at least this uneven (binomial, p = 1/2)."""
-  n = only_a + only_b
-  if n == 0:
-    return 1.0
-  from scipy import stats
-  return float(stats.binomtest(min(only_a, only_b), n, 0.5).pvalue)
 
 
 def average_members(member_means: np.ndarray) -> np.ndarray:
