@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict
+from typing import Any, Dict
 
 from bn_inception.workdir import read_metrics
 
@@ -59,7 +59,7 @@ def write_fig1(series: Dict[str, Dict[str, list]], out_dir: str) -> tuple[str, s
   return json_path, png_path
 
 
-def write_example_grid(rows: Dict[str, "np.ndarray"], path: str, scale: float = 0.9) -> str:
+def write_example_grid(rows: Dict[str, Any], path: str, scale: float = 0.9) -> str:
   """A PNG grid of grey images: one labelled row per entry of `rows` (uint8 [n, h, w])."""
   import matplotlib
   matplotlib.use("Agg")

@@ -34,8 +34,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from bn_inception.workdir import CheckpointError
-from bn_inception.models.inception import (DEPTH_MULTIPLIER, ConvRow, InceptionRow, Row,
-                                           figure5_table, row_branches)
+from bn_inception.models.figure5 import (DEPTH_MULTIPLIER, ConvRow, InceptionRow, Row,
+                                         figure5_table, row_branches)
 
 SCOPE = "InceptionV2"
 EPSILON = 1e-3          # inception_v2_arg_scope's batch_norm_epsilon

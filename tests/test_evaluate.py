@@ -24,7 +24,8 @@ from bn_inception import (config_checks, config_upgrade, ensemble, eval_report, 
 from bn_inception.evaluators import multicrop as multicrop_eval
 from bn_inception.evaluators import tally as tally_lib
 from bn_inception.workdir import CheckpointError
-from bn_inception.data import DataError, augment, default_data_root, multicrop
+from bn_inception.data import (DataError, augment, default_data_root, image_readers, in_memory,
+                               multicrop)
 from configs import mnist_fig1
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +117,7 @@ def test_1_crop_stream_cuts_the_plans_box():
   rng = np.random.default_rng(0)
   for h, w, fraction in ((45, 60, 0.7), (7, 3, 0.875), (375, 500, 0.875), (1, 9, 0.5)):
     image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
-    images = multicrop.ArrayImageSet(image, np.array([0]), "one")
+    images = in_memory.ArrayImageSet(image, np.array([0]), "one")
     (crop,) = multicrop.crop_dataset(images, np.array([0]), 1, 8, fraction).as_numpy_iterator()
     np.testing.assert_array_equal(crop["image"], _crops(image[0], 1, 8, fraction)[0])
 
@@ -155,7 +156,7 @@ def test_1_crop_equals_the_imagenet_pipelines_eval_image():
   for f in files:
     data = tf.io.read_file(f)
     reference = augment.eval_image(data, image_size=224, crop_fraction=0.875).numpy()
-    ours = _crops(multicrop._decode(data).numpy(), 1, 224)[0]
+    ours = _crops(image_readers.decode_image(data).numpy(), 1, 224)[0]
     diff = np.abs(ours.astype(int) - reference)
     assert diff.max() <= 4 and diff.mean() < 0.01, f  # JPEG window decode vs full decode
 
@@ -222,7 +223,7 @@ def test_evaluator_counts_nonfinite_outputs_as_errors_and_reports_them():
   correct, nonfinite, count = tally.totals()
   assert count == 5 and nonfinite.tolist() == [4, 0]
   assert correct.tolist() == [[1, 1], [5, 5]]
-  images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.zeros(6, int), "zeros")
+  images = in_memory.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.zeros(6, int), "zeros")
   nan_member = _member("nan", lambda x: jnp.full((len(x), 3), jnp.nan))
   rows = _evaluate([nan_member], images, 1, multicrop_eval.Geometry(4), batch_size=4)["rows"]
   assert rows[0]["top1_error"] == rows[0]["top5_error"] == 100.0
@@ -257,7 +258,7 @@ def _linear_member(name, seed, num_classes=5, size=4, channels=1):
 
 def _random_images(n, h=8, w=10, seed=0, num_classes=5):
   rng = np.random.default_rng(seed)
-  return multicrop.ArrayImageSet(rng.integers(0, 256, (n, h, w, 1), np.uint8),
+  return in_memory.ArrayImageSet(rng.integers(0, 256, (n, h, w, 1), np.uint8),
                                  rng.integers(0, num_classes, n), "random")
 
 
@@ -311,7 +312,7 @@ def test_members_are_averaged_as_probabilities_not_logits():
   members = [_member(n, lambda x, l=l: jnp.broadcast_to(jnp.asarray(l), (len(x), 3)))
              for n, l in logits.items()]
   assert np.argmax(np.mean(list(logits.values()), 0)) == 0
-  images = multicrop.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.ones(6, int), "ones")
+  images = in_memory.ArrayImageSet(np.zeros((6, 4, 4, 1), np.uint8), np.ones(6, int), "ones")
   rows = _evaluate(members, images, 1, multicrop_eval.Geometry(4), batch_size=4)["rows"]
   errors = {r["model"]: r["top1_error"] for r in rows}
   assert errors == {"A": 100.0, "B": 0.0, "C": 0.0, "ensemble": 0.0}
@@ -332,7 +333,7 @@ def test_ensemble_is_compared_with_its_best_member_on_the_same_examples():
   tables = [rng.normal(0, 1, (n, classes)) + 1.5 * q * np.eye(classes)[labels]
             for q in (0.6, 1.0, 0.3)]  # the second member is the most often right
   # Example i is a constant image of value i: a member looks its logits up by it.
-  images = multicrop.ArrayImageSet(np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
+  images = in_memory.ArrayImageSet(np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
                                                    (n, 4, 4, 1)).copy(), labels, "indexed")
   members = [_member(f"m{j}", lambda x, t=jnp.asarray(t, jnp.float32):
                      t[jnp.round(x[:, 0, 0, 0]).astype(jnp.int32)], classes)
@@ -367,7 +368,7 @@ def test_crops_are_averaged_as_probabilities_not_logits():
   member = _member("m", lambda x: jnp.where(
       (x.mean((1, 2, 3)) > 200)[:, None], jnp.asarray([100.0, 0.0, 0.0]),
       jnp.asarray([0.0, 10.0, 0.0])))
-  images = multicrop.ArrayImageSet(image, np.array([1]), "quadrant")
+  images = in_memory.ArrayImageSet(image, np.array([1]), "quadrant")
   crops = _crops(image[0], 10, 4, 0.5)
   bright = crops.reshape(10, -1).mean(1) > 200
   assert bright.sum() == 2  # the setup is what the comment says
@@ -383,7 +384,7 @@ def test_an_undecodable_image_is_named(tmp_path):
     data = tf.io.encode_png(np.full((6, 9, 3), 40 * k, np.uint8)).numpy()
     open(path, "wb").write(data if k != 1 else b"not an image")
     paths.append(path)
-  images = multicrop.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
+  images = image_readers.EncodedImageSet(FolderReader(paths, [0, 1, 2], str(tmp_path)), "tmp")
   member = _linear_member("a", 0, num_classes=3, channels=3)
   with pytest.raises(DataError, match="img1.png"):
     _evaluate([member], images, 10, multicrop_eval.Geometry(4, 0.5), batch_size=4)
@@ -400,7 +401,7 @@ def test_one_undecodable_search_for_folders_and_tfrecords(tmp_path):
   found = dict(undecodable(reader, [4, 0, 1, 2, 3]))
   assert list(found) == [4, 1, 3]  # in the order asked; a missing file counts
   assert found[4].startswith("NotFoundError: ") and found[1].startswith("InvalidArgument")
-  images = multicrop.EncodedImageSet(reader, "folder")
+  images = image_readers.EncodedImageSet(reader, "folder")
   assert images.find_undecodable([0, 2, 3, 1]) == f"{paths[3]} ({found[3][:200]})"
   assert images.find_undecodable([0, 2]) is None
   with tf.io.TFRecordWriter(str(tmp_path / "split.tfrecord")) as writer:
@@ -409,7 +410,7 @@ def test_one_undecodable_search_for_folders_and_tfrecords(tmp_path):
           "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[d])),
           "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[k]))}))
           .SerializeToString())
-  records = multicrop.TfRecordImageSet([str(tmp_path / "split.tfrecord")], 4, "split")
+  records = image_readers.TfRecordImageSet([str(tmp_path / "split.tfrecord")], 4, "split")
   assert records.find_undecodable([0, 2, 3]) == f"split record 3 ({found[3][:200]})"
   assert records.find_undecodable([0, 2]) is None
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bn_inception import config_checks, models
+from bn_inception.models import figure5
 from bn_inception.models import inception as inc
 from configs import bn_inception as bn_inception_config
 
@@ -109,15 +110,15 @@ def test_parameter_count_is_the_documented_one(bn_inception_224):
 
 def test_known_convolutions_multiply_adds_by_hand():
   # conv2's 3x3: 56*56 outputs, each 3*3*64 inputs for each of 192 filters.
-  shape, params, macs = inc.conv_cost(56, 56, 64, inc.ConvSpec("conv", 3, 192), bn=True)
+  shape, params, macs = figure5.conv_cost(56, 56, 64, figure5.ConvSpec("conv", 3, 192), bn=True)
   assert shape == (56, 56, 192) and macs == 56 * 56 * 3 * 3 * 64 * 192 == 346_816_512
   assert params == 3 * 3 * 64 * 192 + 2 * 192
   # The separable 7x7/2 first conv: depthwise 7x7 (3 -> 24), pointwise 24 -> 64 at
   # 112x112: 2,712 weights and 34.0 M multiply-adds (GoogLeNet's table: 2.7K, 34M).
-  _, params, macs = inc.conv_cost(224, 224, 3, inc.ConvSpec("conv", 7, 64, 2, 8), bn=False)
+  _, params, macs = figure5.conv_cost(224, 224, 3, figure5.ConvSpec("conv", 7, 64, 2, 8), bn=False)
   assert params == 7 * 7 * 24 + 24 * 64 + 64 == 2_776
   assert macs == 112 * 112 * (7 * 7 * 24 + 24 * 64) == 34_019_328
-  _, _, macs = inc.conv_cost(224, 224, 3, inc.ConvSpec("conv", 7, 64, 2), bn=False)
+  _, _, macs = figure5.conv_cost(224, 224, 3, figure5.ConvSpec("conv", 7, 64, 2), bn=False)
   assert macs == 112 * 112 * 7 * 7 * 3 * 64
 
 
@@ -296,7 +297,7 @@ def test_dropout_only_in_training():
 
 
 def test_init_scale_multiplies_the_initial_weights():
-  spec = inc.ConvSpec("conv", 3, 256)
+  spec = figure5.ConvSpec("conv", 3, 256)
   x = jnp.zeros((1, 8, 8, 128))
   kernel = lambda s: inc.ConvUnit(spec, init_scale=s).init(
       jax.random.key(0), x, train=False)["params"]["conv"]["kernel"]

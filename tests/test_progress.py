@@ -13,7 +13,7 @@ import pytest
 
 from bn_inception import progress, report_hparams, sharding, workdir_config
 from bn_inception.evaluators import multicrop as multicrop_eval
-from bn_inception.data import multicrop
+from bn_inception.data import image_readers, in_memory, multicrop
 from configs import mnist_fig1
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,7 @@ def _linear_predict(seed, num_classes=5, size=4):
 
 def _evaluate(n, crops, batch_size):
   rng = np.random.default_rng(0)
-  images = multicrop.ArrayImageSet(rng.integers(0, 256, (n, 8, 8, 1), np.uint8),
+  images = in_memory.ArrayImageSet(rng.integers(0, 256, (n, 8, 8, 1), np.uint8),
                                    rng.integers(0, 5, n), "random")
   fns = {"a": _linear_predict(0), "b": _linear_predict(1)}
   context = multicrop_eval.Context(fns, images, multicrop_eval.Geometry(4, 0.5), 5,

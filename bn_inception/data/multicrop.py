@@ -35,9 +35,6 @@ import numpy as np
 
 from bn_inception import schema
 from bn_inception.data.base import DataSource, ImageSet
-from bn_inception.data.image_readers import (  # noqa: F401 (image sets, for callers)
-    EncodedImageSet, TfRecordImageSet, decode_image as _decode)
-from bn_inception.data.in_memory import ArrayImageSet  # noqa: F401
 
 CROP_SCHEMES = schema.CROP_SCHEMES
 PLAN_COLUMNS = ("resized_h", "resized_w", "y", "x", "h", "w", "flip")

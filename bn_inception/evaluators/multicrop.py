@@ -26,7 +26,7 @@ import numpy as np
 
 from bn_inception import progress
 from bn_inception.data import DataError, multicrop
-from bn_inception.data.base import eval_positions, padded
+from bn_inception.data.base import ImageSet, eval_positions, padded
 from bn_inception.evaluators import common
 from bn_inception.evaluators.tally import TOP_K, CropAverager, ErrorTally, average_members
 from bn_inception.paired import mcnemar_p
@@ -62,7 +62,7 @@ class Geometry:
 class Context:
   """The networks and images an offline evaluation runs on."""
   predict_fns: Mapping[str, Callable[[jax.Array], jax.Array]]
-  images: multicrop.ImageSet
+  images: ImageSet
   geometry: Geometry
   num_classes: int
   mesh: jax.sharding.Mesh

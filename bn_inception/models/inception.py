@@ -41,10 +41,9 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from bn_inception.models.common import activation_fn, compute_dtype, make_norm
-from bn_inception.models.figure5 import (  # noqa: F401 (the table's names, for callers)
-    DEPTH_MULTIPLIER, Branch, ConvRow, ConvSpec, InceptionRow, LinearRow, PoolRow, Row,
-    RowCost, conv_cost, figure5_table, first_conv_row, last_inception_module, row_branches,
-    row_costs)
+from bn_inception.models.figure5 import (Branch, ConvSpec, LinearRow, PoolRow, Row, RowCost,
+                                         figure5_table, first_conv_row,
+                                         last_inception_module, row_branches, row_costs)
 
 INTERMEDIATES = "intermediates"  # when mutable, gets {ROW_OUTPUTS: {row name: its output}}
 ROW_OUTPUTS = "row_outputs"
