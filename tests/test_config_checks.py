@@ -1,5 +1,5 @@
 """The one validator (bn_inception/config_checks.py) and the rules beside each default
-in bn_inception/schema.py: every field has a rule, the defaults pass, each bad value
+in bn_inception/schema/: every field has a rule, the defaults pass, each bad value
 is one line naming the field, its value and what is allowed. (test_schema.py: every
 configs/*.py passes, and checking it costs no TensorFlow or JAX.)"""
 

@@ -1,4 +1,4 @@
-"""The config schema (bn_inception/schema.py): configs load without TF/JAX, every
+"""The config schema (bn_inception/schema/): configs load without TF/JAX, every
 config is the schema with values set, and `upgrade` brings old config.json files to
 the current schema with the behaviour those runs had."""
 
