@@ -96,8 +96,7 @@ def test_an_unknown_name_is_the_only_line():
   config = mnist_fig1.get_config("bn")
   config.data.name, config.optim.learning_rate = "cifar", float("nan")
   assert config_checks.problems(config) == [
-      "config.data.name='cifar'; known: mnist, mnist_back_image, imagenet_folder, "
-      "imagenet_tfds."]
+      f"config.data.name='cifar'; known: {', '.join(schema.DATASETS)}."]
   with pytest.raises(config_checks.ConfigError, match="Nothing was run"):
     config_checks.validate(config)
 
