@@ -172,7 +172,7 @@ def parse_flags(argv, flag_values=None):
     msg = str(e)
   except flags.Error as e:
     msg = " ".join(str(e).split())
-  print(f"error: {msg}\n(--helpfull lists every flag; bn_inception/schema.py documents the "
+  print(f"error: {msg}\n(--helpfull lists every flag; bn_inception/schema/ documents the "
         "config fields.)", file=sys.stderr, flush=True)
   sys.exit(2)
 

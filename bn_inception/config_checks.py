@@ -4,11 +4,11 @@ Called at the start of `train.train_and_evaluate`, for every sweep member by the
 sweep runner and by the evaluator, so a value that would fail (or silently lose a
 run) minutes in is one `error:` line before any data is read or anything written.
 Each field's allowed values or range sit beside its default in
-bn_inception/schema.py (`*_RULES`); every float, in tuples too, must be finite.
+bn_inception/schema/ (`*_RULES`); every float, in tuples too, must be finite.
 Only facts known at run time (the device count, the data's class count and image
 size) are checked later, where they are known.
 
-Imports only the standard library, registry.py and schema.py: no TensorFlow or JAX.
+Imports only the standard library, registry.py and schema/: no TensorFlow or JAX.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`upgrade`: a config saved by an older version (a workdir's config.json) brought to
-the current schema (bn_inception/schema.py) with the behaviour that run had.
+the current schema (bn_inception/schema/) with the behaviour that run had.
 
-Imports only the standard library, ml_collections and schema.py.
+Imports only the standard library, ml_collections and schema/.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a config field allows: the rules schema.py writes beside each default.
+"""What a config field allows: the rules bn_inception/schema/ writes beside each default.
 
 A `Rule` says in words what it allows and tests a value (with the whole config at
 hand, for the few rules that depend on another field). `config_checks.validate`

@@ -1,4 +1,4 @@
-"""Registry entries: one per dataset and per model, written in schema.py.
+"""Registry entries: one per dataset and per model, written in bn_inception/schema/.
 
 An entry ties a name (`config.data.name`, `config.model.name`) to its config
 section (defaults, and each field's allowed values) and to the code that builds it.
@@ -12,25 +12,28 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable, Dict, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Dict, Iterable, Mapping, Tuple, TypeVar
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   name: str                          # config.data.name
-  section: Callable[[], Any]         # config.data with every default (schema.py)
+  section: Callable[[], Any]         # config.data with every default (schema/data.py)
   rules: Mapping[str, Any]           # field -> field_rules.Rule
   create: str                        # 'module:function': config.data -> DataSource
   # 'module:function': (config.data, num_classes) -> the source's on-device work
   # without its files (benchmarks on synthetic batches); '': it has none.
   without_files: str = ""
   named_splits: bool = False         # can read a named split (evaluate.py --split=...)
+  # Its fields that say where it finds its files, not what it reads: two runs that
+  # differ only in these compute the same (schema.NON_RESULT_FIELDS).
+  location_fields: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
   name: str                          # config.model.name
-  section: Callable[[], Any]         # config.model with every default (schema.py)
+  section: Callable[[], Any]         # config.model with every default (schema/models.py)
   rules: Mapping[str, Any]           # field -> field_rules.Rule
   create: str                        # 'module:function': (config.model, norm) -> flax Module
   # 'module:function': config.model -> top-level modules whose kernels get no L2

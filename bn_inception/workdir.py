@@ -15,7 +15,7 @@ A sweep's workdir holds one run per member, <workdir>/<member>, the sweep's
 commands) and, per member run here, <member>/sweep.log; report.py adds its report.
 
 Nothing else spells these names. Loading this module costs only the standard library
-(schema.py imports it); remote paths (gs://...) are read through etils.epath, and the
+(schema/common.py imports it); remote paths (gs://...) are read through etils.epath, and the
 clean-up asks jax which process it runs in, each imported where it is used.
 """
 

@@ -1,5 +1,5 @@
 """What every experiment config starts from: the Figure 1 MLP on MNIST and the
-shared sections, all with their defaults. bn_inception/schema.py holds every
+shared sections, all with their defaults. bn_inception/schema/ holds every
 section and documents each field; experiment configs set what they change.
 
 Every paper knob is a field; change any with --config.<section>.<field>=value.

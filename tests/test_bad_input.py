@@ -24,7 +24,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from bn_inception import cli
+from bn_inception import cli, schema
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BN_INCEPTION_DATA", REPO.parent / "shared" / "data"))
@@ -430,8 +430,7 @@ CASES = {
     "nonfinite_policy": (bad_flag("--config.train.nonfinite_policy=maybe"), 2,
                          "config.train.nonfinite_policy='maybe'; known: stop, skip."),
     "unknown dataset": (bad_flag("--config.data.name=cifar"), 2,
-                        "config.data.name='cifar'; known: mnist, mnist_back_image, "
-                        "imagenet_folder"),
+                        f"config.data.name='cifar'; known: {', '.join(schema.DATASETS)}."),
     "unknown model": (bad_flag("--config.model.name=resnet"), 2,
                       "config.model.name='resnet'; known: mlp, bn_inception"),
     "learning_rate=nan": (bad_flag("--config.optim.learning_rate=nan"), 2,

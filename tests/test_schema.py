@@ -1,4 +1,4 @@
-"""The config schema (bn_inception/schema.py): configs load without TF/JAX, every
+"""The config schema (bn_inception/schema/): configs load without TF/JAX, every
 config is the schema with values set, and `upgrade` brings old config.json files to
 the current schema with the behaviour those runs had."""
 
@@ -207,6 +207,19 @@ def test_section_overrides_name_unknown_fields():
   assert schema.mlp_model_config(num_classes=7).num_classes == 7
   with pytest.raises(KeyError, match="mlp_model_config has no field 'hidden'"):
     schema.mlp_model_config(hidden=(3,))
+
+
+def test_non_result_fields_come_from_each_datasets_location_fields():
+  # The set before each dataset's entry carried its own (issue 28): unchanged.
+  assert set(schema.NON_RESULT_FIELDS) == {
+      "data.data_dir", "data.download_if_missing", "data.mnist_dir", "data.backgrounds_dir",
+      "data.cache_dir", "distributed", "train.log_every", "train.checkpoint_every",
+      "train.keep_checkpoints", "train.eval_batch_size"}
+  assert len(set(schema.NON_RESULT_FIELDS)) == len(schema.NON_RESULT_FIELDS)
+  for dataset in schema.DATASETS.values():
+    section = dataset.section()
+    for field in dataset.location_fields:
+      assert field in section and f"data.{field}" in schema.NON_RESULT_FIELDS, field
 
 
 def test_mlp_computes_in_its_dtype():

@@ -3,7 +3,7 @@
 Each model is one entry of `schema.MODELS` (its config section with defaults and
 allowed values, its builder, what it exempts from weight decay, its classifier);
 this module builds whichever the config names. Adding a model: a module with a
-`create(config.model, norm)` function, and one `Model(...)` line in schema.py.
+`create(config.model, norm)` function, and one `Model(...)` line in schema/models.py.
 """
 
 from __future__ import annotations

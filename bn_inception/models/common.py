@@ -17,7 +17,7 @@ from bn_inception.batchnorm import BatchNorm
 # eval/probe/<name>/p<q>.
 RECORDED = "probe"
 
-# config.model.activation and config.model.dtype (allowed values: schema.py).
+# config.model.activation and config.model.dtype (allowed values: schema/models.py).
 ACTIVATIONS = {"sigmoid": nn.sigmoid, "relu": nn.relu, "tanh": jnp.tanh}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
