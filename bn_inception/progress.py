@@ -155,6 +155,30 @@ def echo(text: str, stream) -> None:
   _write_console(text, stream)
 
 
+class _LogFile(logging.FileHandler):
+  """<workdir>/log.txt. A write that fails (a full disk) stops the file, not the run and
+  not the console: one warning there, no logging traceback, every later line on the
+  console only."""
+
+  failed = False
+
+  def emit(self, record):
+    if not self.failed:
+      super().emit(record)
+
+  def handleError(self, record):
+    error = sys.exc_info()[1]
+    if not isinstance(error, OSError):
+      return super().handleError(record)
+    self.failed = True
+    logging.getLogger().warning("%s can no longer be written (%s): its lines go to the "
+                                "console only.", self.baseFilename, error.strerror or error)
+
+  def close(self):
+    with contextlib.suppress(OSError):  # the last flush on a full disk
+      super().close()
+
+
 @contextlib.contextmanager
 def log_file(workdir: str, process_index: int = 0):
   """Append every log line (absl's format, at the logging level in force) to
@@ -165,7 +189,7 @@ def log_file(workdir: str, process_index: int = 0):
   from absl import logging as absl_logging
   path = workdir_lib.log_path(workdir, process_index)
   os.makedirs(workdir, exist_ok=True)
-  handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+  handler = _LogFile(path, mode="a", encoding="utf-8")
   handler.setFormatter(absl_logging.PythonFormatter())
   root = logging.getLogger()
   root.addHandler(handler)

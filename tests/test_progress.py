@@ -2,6 +2,7 @@
 TensorBoard HParams summary read back with TensorBoard's own reader."""
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -198,3 +199,29 @@ def test_hparams_summary_read_back_with_tensorboards_reader(tmp_path):
   # Rewritten from scratch: a second call leaves one events file per run.
   report_hparams.write_hparams(str(sweep))
   assert len(os.listdir(sweep / report_hparams.HPARAMS_DIR / "lr0.1")) == 1
+
+
+def test_a_log_file_that_cannot_be_written_warns_once_and_prints_no_traceback(
+    tmp_path, capsys, caplog):
+  """A full disk under <workdir>/log.txt: the run goes on, the console gets one warning
+  and every line, and Python's '--- Logging error ---' traceback never appears."""
+  import errno
+
+  class FullDisk:
+    def write(self, *args):
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+    flush = close = write
+
+  with progress.log_file(str(tmp_path)) as path:
+    handler = next(h for h in logging.getLogger().handlers
+                   if getattr(h, "baseFilename", None) == path)
+    handler.stream = FullDisk()
+    with caplog.at_level(logging.INFO):
+      logging.getLogger().warning("first line")
+      logging.getLogger().warning("second line")
+  warnings = [r.getMessage() for r in caplog.records if "can no longer be written" in r.getMessage()]
+  assert len(warnings) == 1 and "No space left on device" in warnings[0], warnings
+  assert [r.getMessage() for r in caplog.records
+          if r.getMessage() in ("first line", "second line")] == ["first line", "second line"]
+  assert "Logging error" not in capsys.readouterr().err
