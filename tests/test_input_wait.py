@@ -80,8 +80,11 @@ def test_a_slow_source_gives_a_high_share_and_one_warning(tmp_path, mnist, caplo
 def test_the_console_line_shows_the_wait(tmp_path, mnist, capsys):
   from bn_inception import progress
   progress.configure(enabled=True, live=False)
-  train.train_and_evaluate(tiny_config(num_steps=20), str(tmp_path),
-                           source=SlowSource(mnist, 0.03))
+  try:
+    train.train_and_evaluate(tiny_config(num_steps=20), str(tmp_path),
+                             source=SlowSource(mnist, 0.03))
+  finally:
+    progress.configure()
   err = capsys.readouterr().err
   assert "step 20/20" in err and "wait " in err.split("step 20/20")[1].split("\n")[0], err
 
