@@ -263,9 +263,10 @@ class TrainProgress:
 
   ReportProgress writes steps/s and uptime to the writers exactly as before; the
   console is one more clu MetricWriter: from the scalars the loop writes at a log
-  step (and ReportProgress's steps/s) it prints one line, e.g.
+  step (and ReportProgress's steps/s) it prints one line (here folded), e.g.
 
-    bn  step 3,000/50,000  loss 0.2695  acc 0.9192  14,351 img/s  wait 3%  ETA 03:16  eval 0.9291 @3,000
+    bn  step 3,000/50,000  loss 0.2695  acc 0.9192  14,351 img/s  wait 3%  ETA 03:16
+        eval 0.9291 @3,000
 
   At a step that is also evaluated the line waits for that evaluation. On a
   terminal a live bar (steps, rate, ETA) sits below the lines.
