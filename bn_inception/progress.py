@@ -17,7 +17,8 @@ One module for all of it, so every job looks the same:
   `every_secs` (a few a minute in a log) and one at the end.
 * `TrainProgress`: clu's `ReportProgress` (steps/s and uptime to the writers, as
   before) plus one readable line per log step: run, step/total, loss, accuracy,
-  images/s, ETA (from ReportProgress's steps/s) and the last evaluation.
+  images/s, the share of step time waiting for input, ETA (from ReportProgress's
+  steps/s) and the last evaluation.
 """
 
 from __future__ import annotations
@@ -286,9 +287,10 @@ class TrainProgress:
 
   ReportProgress writes steps/s and uptime to the writers exactly as before; the
   console is one more clu MetricWriter: from the scalars the loop writes at a log
-  step (and ReportProgress's steps/s) it prints one line, e.g.
+  step (and ReportProgress's steps/s) it prints one line (here folded), e.g.
 
-    bn  step 3,000/50,000  loss 0.2695  acc 0.9192  14,351 img/s  ETA 03:16  eval 0.9291 @3,000
+    bn  step 3,000/50,000  loss 0.2695  acc 0.9192  14,351 img/s  wait 3%  ETA 03:16
+        eval 0.9291 @3,000
 
   At a step that is also evaluated the line waits for that evaluation. On a
   terminal a live bar (steps, rate, ETA) sits below the lines.
@@ -353,6 +355,8 @@ class _TrainConsole:
     rate = self.steps_per_sec
     if rate:
       parts.append(f"{rate * self.batch_size:,.0f} img/s")
+    if "input_wait" in scalars:  # share of the step time waiting for input (step_timing)
+      parts.append(f"wait {100 * float(scalars['input_wait']):.0f}%")
     # ETA from ReportProgress's steps/s, as its own work-unit note computes it.
     parts.append("ETA " + format_duration((self.num_steps - step) / rate if rate else None))
     if self.last_eval is not None:

@@ -26,7 +26,7 @@ from bn_inception import workdir_config
 from bn_inception import workdir_lock
 from bn_inception import config_checks, evaluators, finetune
 from bn_inception import metrics as metrics_lib
-from bn_inception import models, optim, population, progress, sharding
+from bn_inception import models, optim, population, progress, sharding, step_timing
 from bn_inception.batchnorm import BATCH_STATS, statistics_change_on_resume
 from bn_inception.data import DataSource, create_source
 from bn_inception.evaluators import classification, common
@@ -313,11 +313,13 @@ def _evaluate(trainer: Trainer, state: TrainState, writer, step: int) -> Dict[st
   return results
 
 
-def _write_train_metrics(writer, step: int, train_metrics, state: TrainState, policy: str):
+def _write_train_metrics(writer, step: int, train_metrics, state: TrainState, policy: str,
+                         clock: step_timing.InputClock):
+  """The interval's train/* averages, and its input wait (timed once they are fetched)."""
   skipped = _check_finite(state, policy)
   scalars = {f"train/{k}": v for k, v in train_metrics.compute().items()}
   scalars["train/nonfinite_steps"] = skipped
-  writer.write_scalars(step, scalars)
+  writer.write_scalars(step, {**scalars, **clock.interval()})
 
 
 def _close(checkpointer, report) -> None:
@@ -343,26 +345,31 @@ def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float
   if (start == 0 and tc.eval_at_start and tc.eval_every > 0) or carried.eval_pending:
     last_eval = _evaluate(trainer, state, writer, start)
 
-  for step in range(start + 1, tc.num_steps + 1):
-    state, m = trainer.train_step(state, next(batches))
-    train_metrics = m if train_metrics is None else train_metrics.merge(m)
-    report(step)
-    if step % tc.log_every == 0 or step == tc.num_steps:
-      _write_train_metrics(writer, step, train_metrics, state, tc.nonfinite_policy)
-      train_metrics = None
-    stopping = stop_agreed(stop, step)  # once per step: a signal may land mid-save
-    # A preemption saves first: a due full evaluation is left to the resumed run.
-    eval_due = tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps)
-    if eval_due and not stopping:
-      last_eval = _evaluate(trainer, state, writer, step)
-    if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
-      _check_finite(state, tc.nonfinite_policy)
-      record = _record(config, trainer, state, train_metrics, eval_due and stopping)
-      checkpointer.save(step, state, record, force=True)
-    if stopping:
-      _close(checkpointer, report)
-      logging.warning("preempted at step %d; rerun the same command to resume", step)
-      return {**last_eval, "preempted_at_step": step}
+  clock = step_timing.InputClock(batches)  # each step's wait for its batch
+  with step_timing.StepProfiler(tc.profile_steps, workdir) as profiler:
+    for step in range(start + 1, tc.num_steps + 1):
+      profiler.before(step)
+      state, m = trainer.train_step(state, clock.next())
+      profiler.after(step, state)
+      train_metrics = m if train_metrics is None else train_metrics.merge(m)
+      report(step)
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        _write_train_metrics(writer, step, train_metrics, state, tc.nonfinite_policy, clock)
+        train_metrics = None
+      stopping = stop_agreed(stop, step)  # once per step: a signal may land mid-save
+      # A preemption saves first: a due full evaluation is left to the resumed run.
+      eval_due = tc.eval_every > 0 and (step % tc.eval_every == 0 or step == tc.num_steps)
+      with clock.paused():  # not step time
+        if eval_due and not stopping:
+          last_eval = _evaluate(trainer, state, writer, step)
+        if step % tc.checkpoint_every == 0 or step == tc.num_steps or stopping:
+          _check_finite(state, tc.nonfinite_policy)
+          record = _record(config, trainer, state, train_metrics, eval_due and stopping)
+          checkpointer.save(step, state, record, force=True)
+      if stopping:
+        _close(checkpointer, report)
+        logging.warning("preempted at step %d; rerun the same command to resume", step)
+        return {**last_eval, "preempted_at_step": step}
   _close(checkpointer, report)
   skipped = int(state.nonfinite_steps)
   if skipped:  # only under policy 'skip'

@@ -34,6 +34,7 @@ DAMAGED_PREFIX = "damaged-"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "log.txt"
 LOCK_FILE = ".lock"
+PROFILE_DIR = "profile"  # jax.profiler traces (train.profile_steps), TensorBoard's profile tab
 SWEEP_MANIFEST = "sweep.json"
 SWEEP_LOG = "sweep.log"
 

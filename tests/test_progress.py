@@ -93,14 +93,14 @@ def test_train_console_line_from_the_loops_scalars(capsys, progress_settings):
   writer.write_scalars(100, {"train/loss": 0.5, "train/accuracy": 0.75})
   line_100 = capsys.readouterr().err.strip()
   writer.write_scalars(200, {"steps_per_sec": 20.0})
-  writer.write_scalars(200, {"train/loss": 0.25, "train/accuracy": 0.875})
+  writer.write_scalars(200, {"train/loss": 0.25, "train/accuracy": 0.875, "input_wait": 0.25})
   assert capsys.readouterr().err == ""  # waits for step 200's evaluation
   writer.write_scalars(200, {"eval/accuracy": 0.9, "eval/loss": 0.3})
   line_200 = capsys.readouterr().err.strip()
   # 200 steps left at 10 steps/s: 20 s; 100 left at 20 steps/s: 5 s; 60 images a step.
   assert line_100 == "run  step 100/300  loss 0.5000  acc 0.7500  600 img/s  ETA 00:20"
-  assert line_200 == ("run  step 200/300  loss 0.2500  acc 0.8750  1,200 img/s  ETA 00:05  "
-                      "eval 0.9000 @200")
+  assert line_200 == ("run  step 200/300  loss 0.2500  acc 0.8750  1,200 img/s  wait 25%  "
+                      "ETA 00:05  eval 0.9000 @200")
   # The workdir's writers got everything, unchanged.
   assert sink.rows[1] == (100, {"train/loss": 0.5, "train/accuracy": 0.75})
   assert len(sink.rows) == 5
@@ -126,7 +126,8 @@ def test_training_console_is_readable_and_the_log_file_keeps_everything(tmp_path
   console = proc.stdout + proc.stderr
   assert not PY_LOG_PREFIX.findall(console), console
   steps = re.findall(r"^tiny  step ([\d,]+)/300  loss \d\.\d{4}  acc \d\.\d{4}  [\d,]+ img/s  "
-                     r"ETA \d\d:\d\d(?:  eval (\d\.\d{4}) @([\d,]+))?$", proc.stderr, re.M)
+                     r"wait \d+%  ETA \d\d:\d\d(?:  eval (\d\.\d{4}) @([\d,]+))?$",
+                     proc.stderr, re.M)
   assert [s[0] for s in steps] == ["100", "200", "300"], proc.stderr
   assert steps[-1][2] == "300"  # the last line waits for the final evaluation
   assert "eval/accuracy" in proc.stdout  # the result

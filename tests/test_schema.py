@@ -108,6 +108,7 @@ FIG1_ADDED_SINCE = {
     "optim.decay_epochs": 0.0,           # the decay interval was decay_steps
     "train.nonfinite_policy": "stop",
     "train.init_from": "",               # started from scratch
+    "train.profile_steps": "",           # no profile trace
     "evals.eval.type": "classification",  # the loop's evaluation and
     "evals.probe.type": "percentiles",    # Figure 1's probe, then fixed in the loop
     "evals.probe.percentiles": (15, 50, 85),
@@ -168,6 +169,7 @@ def test_upgrade_of_the_first_mnist_config():
 def test_upgrade_keeps_host_distortion_of_configs_before_distort_on_device():
   new = assert_upgraded(BN_X30_CPU_BEFORE_2D98D72,
                         {"data.distort_on_device": False, "train.init_from": "",
+                         "train.profile_steps": "",
                          "evals.eval.type": "classification", "evals.probe.type": "percentiles",
                          "evals.probe.percentiles": (15, 50, 85),
                          "model.bn_scale": True, "model.first_conv_bn": True},  # the paper's net
@@ -210,11 +212,12 @@ def test_section_overrides_name_unknown_fields():
 
 
 def test_non_result_fields_come_from_each_datasets_location_fields():
-  # The set before each dataset's entry carried its own (issue 28): unchanged.
+  # The set before each dataset's entry carried its own (issue 28), and
+  # train.profile_steps (issue 26: a trace changes no result).
   assert set(schema.NON_RESULT_FIELDS) == {
       "data.data_dir", "data.download_if_missing", "data.mnist_dir", "data.backgrounds_dir",
       "data.cache_dir", "distributed", "train.log_every", "train.checkpoint_every",
-      "train.keep_checkpoints", "train.eval_batch_size"}
+      "train.keep_checkpoints", "train.eval_batch_size", "train.profile_steps"}
   assert len(set(schema.NON_RESULT_FIELDS)) == len(schema.NON_RESULT_FIELDS)
   for dataset in schema.DATASETS.values():
     section = dataset.section()

@@ -54,12 +54,12 @@ __all__ = [
 
 # Fields that do not change what a run computes: where it finds its data (each
 # dataset's `location_fields` in DATASETS), how its processes start, and how often it
-# logs and saves (resumes are bit-equal). Two runs differing only in these are the
+# logs, saves and profiles (resumes are bit-equal). Two runs differing only in these are the
 # same run (workdir_config.RESUMABLE_FIELDS, report.py).
 NON_RESULT_FIELDS = tuple(dict.fromkeys(
     f"data.{field}" for dataset in DATASETS.values() for field in dataset.location_fields)) + (
     "distributed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.eval_batch_size",
+    "train.eval_batch_size", "train.profile_steps",
 )
 
 

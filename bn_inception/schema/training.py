@@ -6,6 +6,8 @@ Imports only the standard library, ml_collections and the stdlib-only field_rule
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 from bn_inception.field_rules import FLAG, TEXT, above, at_least, custom, one_of, when, within
 from bn_inception.schema.common import ConfigDict
 
@@ -113,7 +115,33 @@ def train_config() -> ConfigDict:
   # step 0 and, when model.num_classes differs, a fresh classifier. Used only when
   # this workdir has no checkpoint of its own (resuming takes precedence).
   t.init_from = ""
+  # 'a:b' (1 <= a <= b): a jax.profiler trace of training steps a..b into
+  # <workdir>/profile, for TensorBoard's profile tab; '' = no trace. Results unchanged.
+  t.profile_steps = ""
   return t
+
+
+def profile_window(text: str) -> Optional[Tuple[int, int]]:
+  """train.profile_steps 'a:b' -> (a, b); '' -> None; ValueError otherwise."""
+  if text == "":
+    return None
+  first, sep, last = text.partition(":")
+  if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+    raise ValueError(text)
+  a, b = int(first), int(last)
+  if not 1 <= a <= b:
+    raise ValueError(text)
+  return a, b
+
+
+def _is_profile_window(v, c) -> bool:
+  if not isinstance(v, str):
+    return False
+  try:
+    profile_window(v)
+  except ValueError:
+    return False
+  return True
 
 
 NONFINITE_POLICIES = ("stop", "skip")
@@ -132,5 +160,7 @@ TRAIN_RULES = {
     "eval_at_start": FLAG,
     "nonfinite_policy": one_of(*NONFINITE_POLICIES),
     "init_from": TEXT,
+    "profile_steps": custom("must be 'a:b' with 1 <= a <= b (training steps a..b), or ''",
+                            _is_profile_window, "a jax.profiler trace into <workdir>/profile"),
 }
 
