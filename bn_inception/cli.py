@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
+from typing import Optional
 
 from absl import flags
 
@@ -211,33 +213,49 @@ def _flag_text(argv, name: str):
   return text
 
 
-def absl_main(run_fn):
+def _import_native_libraries() -> None:
+  """TensorFlow (kept off the GPUs) and JAX, imported while a stop signal is only
+  remembered: an exception raised into their native modules' initialisation can
+  crash the process (signals.py)."""
+  hide_gpus_from_tensorflow()
+  importlib.import_module("jax")
+
+
+def absl_main(run_fn, stop: Optional[StopSignals] = None, start_up: Optional[str] = None):
   """The `main` of an entry point: no positional arguments, TF kept off the GPUs,
   the readable console (`setup_console`), chatty library logs dropped, and
-  user errors as one line (`run_main`)."""
+  user errors as one line (`run_main`). With `stop` (entered, start_up="check"):
+  a stop during the imports ends the process before `run_fn`; `run_fn` then runs
+  with `stop.start_up = start_up`."""
   def main(argv):
     if len(argv) > 1:
       print(f"error: unexpected arguments {argv[1:]} (flags are --name=value)",
             file=sys.stderr, flush=True)
       sys.exit(2)
     setup_console()
-    hide_gpus_from_tensorflow()
+    _import_native_libraries()
     quiet_library_logs()
+    if stop is not None:
+      stop.check()
+      stop.start_up = start_up
     return run_main(run_fn)
   return main
 
 
-def run_app(run_fn, stopped_exit_code=lambda: 0):
+def run_app(run_fn, stopped_exit_code=lambda: 0, start_up: Optional[str] = "raise"):
   """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`.
 
   SIGTERM/SIGINT before the training loop starts (imports, flag parsing, data
   loading, compiling) ends the process with one `stopped by ...` line and exit status
   `stopped_exit_code()` (a preemption: nothing to save yet); a second one aborts.
+  While `run_fn` runs, a stop signal does what `start_up` says (signals.py): "raise"
+  (at once: a command without a loop of its own) or "check" (`run_fn` checks it at
+  its own safe points: training).
   """
   from absl import app
-  with StopSignals(interrupt=True):
+  with StopSignals(start_up="check") as stop:
     try:
-      app.run(absl_main(run_fn), flags_parser=parse_flags)
+      app.run(absl_main(run_fn, stop, start_up), flags_parser=parse_flags)
     except Stopped as e:
       print(stopped_line(e), flush=True)
       sys.exit(stopped_exit_code())

@@ -3,9 +3,16 @@
 Used by the training loop (finish the step, checkpoint, exit cleanly) and by the sweep
 runner (pass the signal to the running member, start no other).
 
-* First signal: remembered in `received` (and passed on to `child`). While
-  `interrupt` is set (start-up: loading data, compiling, restoring; nothing to save
-  yet) it also raises `Stopped` at once, so a long start-up ends promptly, cleanly.
+* First signal: remembered in `received` (and passed on to `child`). What else it does
+  depends on `start_up`, the phase the process is in (nothing to save yet):
+  - "check" (training's start-up, every command's imports): `check()` raises `Stopped`
+    at the next safe point. The handler itself never raises there: an exception raised
+    into an import of a native module or into a gc callback can crash the process or be
+    swallowed (both seen with TensorFlow and jaxlib).
+  - "raise" (commands with no loop of their own: evaluation, export, preparation): the
+    handler raises `Stopped` at once, as Ctrl-C raises KeyboardInterrupt.
+  - None (the training loop): announced; the loop saves at the next agreed step.
+* A `StopSignals` entered inside another inherits a stop the outer one remembered.
 * Second signal: aborts the process at once, so a save or an evaluation that hangs
   never needs `kill -9`. After the first signal the default action is restored, so
   the kernel ends the process even while its main thread is stuck in native code
@@ -22,12 +29,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Optional
+from typing import List, Optional
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 _interrupted_by: Optional[int] = None  # the signal that raised `Stopped`, if any
+_active: List["StopSignals"] = []  # the entered StopSignals of this process, innermost last
+START_UP_MODES = ("check", "raise", None)
 
 
 def interrupted_by() -> Optional[int]:
@@ -52,22 +61,31 @@ class StopSignals:
   (a running subprocess.Popen, when a caller sets one); on exit the previous handlers
   return. Off the main thread signals cannot be caught and are left alone.
 
-  `interrupt=True` raises `Stopped` from the first signal (start-up); a second
-  signal always aborts at once (the module docstring says why that is safe).
+  `start_up` ("check", "raise" or None; a caller may change it as its phase changes)
+  says what a first signal does besides being remembered: the module docstring.
   """
 
-  def __init__(self, interrupt: bool = False):
+  def __init__(self, start_up: Optional[str] = None):
+    if start_up not in START_UP_MODES:
+      raise ValueError(f"start_up={start_up!r}: one of {START_UP_MODES}")
     self.received: Optional[int] = None
-    self.interrupt = interrupt
+    self.start_up = start_up
     self.child = None
     self._previous = {}
 
   def __enter__(self) -> "StopSignals":
-    for sig in SIGNALS:
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread
-        pass
+    global _interrupted_by
+    if not _active:  # a new run of this process (tests run many)
+      _interrupted_by = None
+    if _active:  # a stop the enclosing one remembered (its handlers then stay)
+      self.received = _active[-1].received
+    if self.received is None:
+      for sig in SIGNALS:
+        try:
+          self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread
+          pass
+    _active.append(self)
     return self
 
   def reinstall(self) -> None:
@@ -90,18 +108,23 @@ class StopSignals:
     else:  # the next one ends this process at once, whatever its main thread is doing
       for sig in self._previous:
         signal.signal(sig, signal.SIG_DFL)
-    if self.interrupt:
-      global _interrupted_by
-      _interrupted_by = signum
-      raise Stopped(signum)
-    print(f"{name}: stopping after this step with a checkpoint; {name} again aborts at "
-          "once (keeping the last complete checkpoint).", file=sys.stderr, flush=True)
+    if self.start_up == "raise":
+      self._raise()
+    if self.start_up is None:
+      print(f"{name}: stopping after this step with a checkpoint; {name} again aborts "
+            "at once (keeping the last complete checkpoint).", file=sys.stderr, flush=True)
+
+  def _raise(self) -> None:
+    global _interrupted_by
+    _interrupted_by = self.received
+    raise Stopped(self.received)
 
   def check(self) -> None:
-    """Raise `Stopped` if a signal has arrived (for the end of an `interrupt` phase)."""
+    """Raise `Stopped` if a signal has arrived (a safe point of a start-up)."""
     if self.received is not None:
-      raise Stopped(self.received)
+      self._raise()
 
   def __exit__(self, *exc):
+    _active.remove(self)
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)

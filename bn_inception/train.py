@@ -216,15 +216,19 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   workdir_lib.check_workdir(workdir)  # before seconds of data loading
   config_checks.validate(config)
   existed = os.path.exists(workdir)
-  with StopSignals(interrupt=True) as stop:
+  # Start-up: a stop signal is acted on at the safe points `check()` (signals.py).
+  with StopSignals(start_up="check") as stop:
     try:
+      def check():  # a process of many must not leave alone: they agree at step 0
+        if jax.process_count() == 1:
+          stop.check()
+      check()
       if sharding.maybe_initialize_distributed(config):  # before JAX touches a device
         stop.reinstall()  # jax.distributed's preemption notifier took SIGTERM
-      # A process of many must not leave alone: it agrees with the others first.
-      stop.interrupt = jax.process_count() == 1
-      stop.check()
+      check()
       workdir_config.check_or_save_config(workdir, config, save=False)
       trainer = Trainer(config, mesh=mesh, source=source)  # validates config, finds the data
+      check()
       tc = config.train
       ckpt_lib.check_resume(workdir, trainer.abstract_state, tc.num_steps)  # before writing
       # One trainer per workdir; its full log lines go to <workdir>/log.txt.
@@ -232,7 +236,7 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
         checkpointer = ckpt_lib.Checkpointer(workdir, tc.checkpoint_every,
                                             tc.keep_checkpoints, owner=True)
         try:  # on any error, still finish (commit) a checkpoint already being written
-          return _train_loop(config, workdir, trainer, checkpointer, stop)
+          return _train_loop(config, workdir, trainer, checkpointer, stop, check)
         finally:
           checkpointer.close()
     except BaseException:
@@ -328,15 +332,16 @@ def _close(checkpointer, report) -> None:
   report.close()
 
 
-def _train_loop(config, workdir, trainer, checkpointer, stop) -> Dict[str, float]:
+def _train_loop(config, workdir, trainer, checkpointer, stop, check) -> Dict[str, float]:
   tc = config.train
   state, carried = _restore_or_create(config, workdir, trainer, checkpointer)
+  check()
   start = int(state.step)
   batches = trainer.train_batches(start)
   if start < tc.num_steps:  # decode the first batch before anything is written
     batches = itertools.chain([next(batches)], batches)
   # End of start-up: from here a stop is a checkpoint at the next agreed step.
-  stop.interrupt = False
+  stop.start_up = None
   if stop_agreed(stop, 0):
     raise Stopped(stop.received)
   workdir_config.check_or_save_config(workdir, config)  # only once data and checkpoint fit

@@ -49,4 +49,4 @@ def run():
 
 
 if __name__ == "__main__":
-  cli.run_app(run)
+  cli.run_app(run, start_up="check")  # train_and_evaluate checks its own stops

@@ -30,4 +30,4 @@ def run():
 
 
 if __name__ == "__main__":
-  cli.run_app(run, stopped_exit_code=lambda: _PREEMPTED_EXIT_CODE.value)
+  cli.run_app(run, stopped_exit_code=lambda: _PREEMPTED_EXIT_CODE.value, start_up="check")
