@@ -195,7 +195,9 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
         overrides: Sequence[str] = (), command: str = "", mesh=None, paper: bool = False,
         on_result: Optional[Callable[[dict], None]] = None) -> dict:
   """Load the members and evaluate each crop scheme (`on_result(result)` as each
-  finishes); write <output_dir>/report.json and report.md when given; return the report."""
+  finishes); write <output_dir>/report.json, report.md and correct.npz (each row's
+  top-1 correctness per example: `eval_report.read_per_example`) when given; return
+  the report."""
   if not specs:
     raise ValueError("No ensemble members.")
   if population_stats_batches < 0:
@@ -212,13 +214,15 @@ def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
       multicrop_eval.Geometry.of(first.config.data, first.image_shape), first.num_classes,
       mesh)
   results = []
-  for result in multicrop_eval.Evaluator(context, crops, batch_size).run():
+  evaluator = multicrop_eval.Evaluator(context, crops, batch_size)
+  for result in evaluator.run():
     results.append(result)
     if on_result is not None:
       on_result(result)
   report = _report(members, results, context, split, batch_size, command, paper)
   if output_dir and jax.process_index() == 0:
     eval_report.write_report(output_dir, report)
+    eval_report.write_per_example(output_dir, evaluator.per_example)
   return report
 
 

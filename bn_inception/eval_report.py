@@ -1,12 +1,15 @@
 """Figure 4's table and the offline evaluation's report (scripts/evaluate.py): the
-console lines of each crop scheme, and <output_dir>/report.json and report.md. The
+console lines of each crop scheme, and <output_dir>/report.json, report.md and
+correct.npz (per-example top-1 correctness, for paired tests). The
 numbers come from the multicrop evaluator (bn_inception/evaluators/multicrop.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import List, Sequence
+from typing import Dict, List, Sequence
+
+import numpy as np
 
 # Figure 4 of the paper (ImageNet validation, 50,000 images); None: not given.
 PAPER_FIGURE4 = (
@@ -48,6 +51,33 @@ def against_best_member_line(row: dict) -> str:
           f"{b['member']} (top-1, the same {row['examples']:,} examples): right on "
           f"{b['only_ensemble_right']:,} that it gets wrong, wrong on {b['only_member_right']:,} "
           f"that it gets right; McNemar's exact test p = {b['p_value']:.3g}.")
+
+
+PER_EXAMPLE_FILE = "correct.npz"
+
+
+def write_per_example(output_dir: str, per_example: Dict[int, Dict[str, np.ndarray]]) -> str:
+  """<output_dir>/correct.npz: one bool array per row and crop scheme, keyed
+  "<row name>/<crops>crop" (e.g. "bn_x5-seed0/1crop", "ensemble/144crop"), each
+  example's top-1 correctness in the split's example order."""
+  path = os.path.join(output_dir, PER_EXAMPLE_FILE)
+  np.savez_compressed(path, **{f"{name}/{crops}crop": correct
+                               for crops, rows in per_example.items()
+                               for name, correct in rows.items()})
+  return path
+
+
+def read_per_example(path: str, crops: int = 1) -> Dict[str, np.ndarray]:
+  """Row name -> bool[examples] for one crop scheme of a correct.npz (a file or the
+  folder holding it)."""
+  if os.path.isdir(path):
+    path = os.path.join(path, PER_EXAMPLE_FILE)
+  suffix = f"/{crops}crop"
+  with np.load(path) as f:
+    out = {k[:-len(suffix)]: f[k] for k in f.files if k.endswith(suffix)}
+  if not out:
+    raise ValueError(f"{path} has no {crops}-crop results.")
+  return out
 
 
 def write_report(output_dir: str, report: dict) -> None:

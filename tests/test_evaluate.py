@@ -292,6 +292,43 @@ def test_every_example_counted_once_whatever_the_batch_size(crops):
       assert row["top5_error"] == pytest.approx(100 * (1 - c5 / 13))
 
 
+def test_per_example_correctness_is_in_example_order_whatever_the_batch_size():
+  """Each row's top-1 correctness per example (correct.npz, for paired tests): equal to
+  the NumPy reference example by example, its sum the row's top-1 count."""
+  images = _random_images(13, seed=5)
+  members = [_linear_member("a", 2), _linear_member("b", 3)]
+  geometry = multicrop_eval.Geometry(image_size=4, crop_fraction=0.5)
+  reference = {}
+  for m in members:
+    means = np.stack([np.asarray(m.predict(jnp.asarray(_crops(im, 10, 4, 0.5)))).mean(0)
+                      for im in images.images])
+    reference[m.name] = _numpy_topk_correct(means, images.labels, 1)
+  reference["ensemble"] = _numpy_topk_correct(
+      np.mean([np.stack([np.asarray(m.predict(jnp.asarray(_crops(im, 10, 4, 0.5)))).mean(0)
+                         for im in images.images]) for m in members], 0), images.labels, 1)
+  assert 0 < sum(map(np.sum, reference.values())) < 3 * 13  # both outcomes occur
+  for batch in (7, 64):
+    context = multicrop_eval.Context({m.name: m.predict for m in members}, images, geometry,
+                                     5, sharding.create_mesh())
+    evaluator = multicrop_eval.Evaluator(context, [10], batch)
+    rows = evaluator.evaluate(10)["rows"]
+    got = evaluator.per_example[10]
+    assert list(got) == ["a", "b", "ensemble"]
+    for row in rows:
+      assert got[row["model"]].tolist() == reference[row["model"]].tolist()
+      assert row["top1_error"] == pytest.approx(100 * (1 - got[row["model"]].mean()))
+
+
+def test_a_tally_that_counts_an_example_twice_refuses_per_example_results():
+  tally = tally_lib.ErrorTally(1, 3, num_examples=4)
+  probs = np.eye(3, dtype=np.float32)[None, [0, 1, 2, 0]]
+  tally.add(probs, np.array([0, 1, 0, 0]), positions=np.array([0, 1, 2, 2]))
+  with pytest.raises(RuntimeError, match="2 examples were not counted exactly once"):
+    tally.per_example()
+  with pytest.raises(ValueError, match="positions"):
+    tally.add(probs, np.zeros(4, int))
+
+
 def test_ensemble_of_one_member_twice_equals_it_alone():
   images = _random_images(40, seed=3)
   member = _linear_member("a", 7)
@@ -505,6 +542,14 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   assert saved["results"][0]["rows"] == rows and saved["members"][0]["step"] == 20
   table = open(os.path.join(out, "report.md")).read()
   assert "| ensemble | 28 | 1 | 2 |" in table and "10,000" in table
+  per_example = eval_report.read_per_example(out, crops=1)
+  assert sorted(per_example) == sorted(r["model"] for r in rows)
+  expected = np.argmax(logits, -1) == np.asarray(source.eval_labels)
+  for row in rows:
+    got = per_example[row["model"]]
+    assert got.shape == (10_000,) and got.dtype == bool
+    assert 100 * (1 - got.mean()) == pytest.approx(row["top1_error"])
+    assert np.sum(got != expected) <= 1  # float32 vs float64, example by example
 
   # Exact population statistics (Alg. 2, step 10) before evaluating: the averages of
   # the batch moments of the first 3 training batches, computed here in NumPy.

@@ -75,6 +75,9 @@ class Evaluator:
   def __init__(self, context: Context, crops, batch_size: int):
     self.c, self.crops, self.batch_size = context, tuple(crops), batch_size
     self.names = list(context.predict_fns)
+    # crops -> row name (members, then the ensemble) -> bool[examples]: each example's
+    # top-1 correctness, by example position (for paired tests: paired.py).
+    self.per_example: Dict[int, Dict[str, np.ndarray]] = {}
     if not self.names:
       raise ValueError("No networks to evaluate.")
     check_request(self.crops, batch_size, context.mesh)
@@ -93,14 +96,16 @@ class Evaluator:
     bar = progress.Progress(f"{crops} crop(s), {who}", len(positions) * crops, "crops",
                             show=pi == 0)
     averager = CropAverager(len(self.names), self.c.num_classes, crops)
-    tally = ErrorTally(len(self.names) + (len(self.names) > 1), self.c.num_classes)
+    tally = ErrorTally(len(self.names) + (len(self.names) > 1), self.c.num_classes,
+                       num_examples=n)
     start = time.time()
     for local in self._batches(positions, crops):
       images = global_images(local["image"], self.c.mesh)
       outputs = [self.c.predict_fns[name](images) for name in self.names]  # dispatch, then wait
       probs = np.stack([common.local_rows(o) for o in outputs])
-      _, labels, means = averager.add(local["position"], local["label"], probs, local["mask"])
-      tally.add(average_members(means), labels)
+      done, labels, means = averager.add(local["position"], local["label"], probs,
+                                         local["mask"])
+      tally.add(average_members(means), labels, done)
       bar.update(int(local["mask"].sum()))
     bar.close()
     if averager.open:
@@ -150,6 +155,7 @@ class Evaluator:
                    "examples": count, "nonfinite": int(bad)})
     if len(names) > 1:
       rows[-1]["against_best_member"] = against_best_member(names, correct, tally)
+    self.per_example[crops] = dict(zip([r["model"] for r in rows], tally.per_example()))
     return {"crops": crops, "rows": rows, "seconds": seconds,
             "crops_per_second": count * crops / max(seconds, 1e-9)}
 

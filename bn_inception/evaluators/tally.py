@@ -1,7 +1,9 @@
 """Counting for multi-crop evaluation (Sec. 4.2.3, Figure 4): crop probabilities
 averaged per example (`CropAverager`), then top-k correct counts per network and for
 the ensemble (`ErrorTally`) with the disagreements that the ensemble's paired
-comparison with a member (`paired.mcnemar_p`) counts. Top-k is `metrics.topk_correct` (ties and non-finite outputs count
+comparison with a member (`paired.mcnemar_p`) counts, and (with `num_examples`) each
+example's top-1 correctness per network, by position, for paired tests between
+networks (correct.npz). Top-k is `metrics.topk_correct` (ties and non-finite outputs count
 against the label); every example is counted exactly once."""
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ class CropAverager:
 
 
 def _topk_counts(probs, labels, mask):
-  """[rows, n, C] probabilities -> [rows, len(TOP_K) + 3]: top-k correct counts over the
-  masked examples; the count of those whose probabilities are not all finite; the
-  count the LAST row (the ensemble) gets right at top-1 and this row wrong; and the
-  count this row gets right and the last row wrong."""
+  """[rows, n, C] probabilities -> ([rows, len(TOP_K) + 3], [rows, n]): top-k correct
+  counts over the masked examples; the count of those whose probabilities are not all
+  finite; the count the LAST row (the ensemble) gets right at top-1 and this row wrong;
+  and the count this row gets right and the last row wrong. Then each example's top-1
+  correctness per row."""
   right = {k: jax.vmap(lambda p, k=k: metrics_lib.topk_correct(p, labels, k))(probs) * mask
            for k in TOP_K}
   nonfinite = jax.vmap(metrics_lib.nonfinite_rows)(probs) * mask
@@ -68,15 +71,21 @@ def _topk_counts(probs, labels, mask):
   last = top1[-1]
   columns = ([right[k].sum(1) for k in TOP_K]
              + [nonfinite.sum(1), (last * (1 - top1)).sum(1), (top1 * (1 - last)).sum(1)])
-  return jnp.stack(columns, 1).astype(jnp.int32)
+  return jnp.stack(columns, 1).astype(jnp.int32), top1.astype(jnp.int8)
 
 
 class ErrorTally:
   """Top-k correct counts per row (members, then the ensemble) over finished examples,
-  and how many of them had non-finite outputs (counted wrong)."""
+  and how many of them had non-finite outputs (counted wrong). With `num_examples`,
+  also each example's top-1 correctness per row, by example position (`per_example`):
+  networks scored on the same examples are compared pairwise with it (paired.py)."""
 
-  def __init__(self, num_rows: int, num_classes: int, chunk: int = 256):
+  def __init__(self, num_rows: int, num_classes: int, chunk: int = 256,
+               num_examples: Optional[int] = None):
     self.correct = np.zeros((num_rows, len(TOP_K) + 3), np.int64)
+    self._top1 = (None if num_examples is None else  # per position; then how often seen
+                  np.zeros((num_rows + 1, num_examples), np.int32))
+    self._positions: List[np.ndarray] = []
     self.count = 0
     self.chunk, self.num_classes = chunk, num_classes
     self._total: Optional[Tuple[np.ndarray, int]] = None  # _gathered's, until more arrive
@@ -84,11 +93,16 @@ class ErrorTally:
     self._labels: List[np.ndarray] = []
     self._count_fn = jax.jit(_topk_counts)
 
-  def add(self, probs: np.ndarray, labels: np.ndarray):
-    """probs [rows, E, C] for E finished examples."""
+  def add(self, probs: np.ndarray, labels: np.ndarray, positions=None):
+    """probs [rows, E, C] for E finished examples (at `positions`, needed with
+    `num_examples`)."""
+    if self._top1 is not None and positions is None:
+      raise ValueError("ErrorTally(num_examples=...) needs the examples' positions.")
     if len(labels):
       self._probs.append(probs)
       self._labels.append(labels)
+      if self._top1 is not None:
+        self._positions.append(np.asarray(positions, np.int64))
     if sum(len(l) for l in self._labels) >= self.chunk:
       self._flush()
 
@@ -96,7 +110,8 @@ class ErrorTally:
     if not self._labels:
       return
     probs, labels = np.concatenate(self._probs, 1), np.concatenate(self._labels)
-    self._probs, self._labels = [], []
+    positions = np.concatenate(self._positions) if self._positions else None
+    self._probs, self._labels, self._positions = [], [], []
     self._total = None
     for start in range(0, len(labels), self.chunk):
       p, l = probs[:, start:start + self.chunk], labels[start:start + self.chunk]
@@ -104,8 +119,13 @@ class ErrorTally:
       pad = self.chunk - n  # fixed shapes: one compilation
       p = np.pad(p, ((0, 0), (0, pad), (0, 0)))
       mask = np.arange(self.chunk) < n
-      self.correct += np.asarray(self._count_fn(p, np.pad(l, (0, pad)).astype(np.int32),
-                                                mask.astype(np.float32)))
+      counts, top1 = self._count_fn(p, np.pad(l, (0, pad)).astype(np.int32),
+                                    mask.astype(np.float32))
+      self.correct += np.asarray(counts)
+      if positions is not None:
+        where = positions[start:start + self.chunk]
+        self._top1[:-1, where] = np.asarray(top1)[:, :n]
+        np.add.at(self._top1[-1], where, 1)  # a position seen twice counts twice
       self.count += n
 
   def _gathered(self) -> Tuple[np.ndarray, int]:
@@ -122,6 +142,16 @@ class ErrorTally:
     correct, count = self._gathered()
     n = len(TOP_K)
     return correct[:, :n], correct[:, n], count
+
+  def per_example(self) -> np.ndarray:
+    """bool [rows, num_examples]: each example's top-1 correctness per row, over every
+    process's examples (each must have been counted exactly once)."""
+    self._flush()
+    total = common.sum_over_processes(self._top1)
+    if np.any(total[-1] != 1):
+      raise RuntimeError(f"{int(np.sum(total[-1] != 1))} examples were not counted exactly "
+                         "once.")
+    return total[:-1].astype(bool)
 
   def disagreements(self) -> np.ndarray:
     """[rows, 2]: per row, the examples the last row (the ensemble) gets right at top-1
