@@ -1,0 +1,89 @@
+"""recipe_claims: the rules of docs/reproduction.md section 2b on hand-made sweeps whose
+verdicts are known by construction (speed-ups computed by hand; one recipe right on a
+superset of Inception's examples, one identical to it, one far below)."""
+
+import numpy as np
+import pytest
+
+from bn_inception import recipe_claims
+
+N = 2000
+SEEDS = (0, 1, 2)
+
+
+def curves():
+  """Inception's mean curve peaks at 0.80 (step 400); BN-x5 passes 0.80 at 100 on every
+  seed; BN-Baseline's seed 2 never reaches 0.80."""
+  inc = {0: [(0, .1), (100, .5), (200, .7), (300, .78), (400, .81)],
+         1: [(0, .1), (100, .5), (200, .7), (300, .76), (400, .79)],
+         2: [(0, .1), (100, .5), (200, .7), (300, .77), (400, .80)]}
+  out = {f"inception-seed{s}": c for s, c in inc.items()}
+  for s in SEEDS:
+    out[f"bn_x5-seed{s}"] = [(0, .1), (50, .6 + .01 * s), (100, .80 + .01 * s), (150, .85)]
+    out[f"bn_baseline-seed{s}"] = [(0, .1), (100, .6), (200, .80 if s < 2 else .79),
+                                   (300, .82 if s < 2 else .79)]
+    out[f"bn_x5_sigmoid-seed{s}"] = [(0, .1), (50, .3), (100, .4), (150, .5)]
+  return out
+
+
+def correct():
+  rng = np.random.default_rng(0)
+  out = {}
+  for s in SEEDS:
+    base = rng.random(N) < 0.70
+    out[f"inception-seed{s}"] = base
+    out[f"bn_baseline-seed{s}"] = base.copy()               # identical: no difference
+    better = base.copy()
+    better[np.flatnonzero(~base)[:300]] = True              # right on a superset
+    out[f"bn_x5-seed{s}"] = better
+    out[f"bn_x5_sigmoid-seed{s}"] = rng.random(N) < 0.50
+  return out
+
+
+def test_speed_ups_by_hand():
+  s = recipe_claims.speed_ups(curves())
+  assert s["t_max"] == pytest.approx(0.80) and s["t_max_step"] == 400
+  at_max = s["targets"][0]
+  assert at_max["reference_steps"] == 400
+  x5 = at_max["recipes"]["bn_x5"]
+  assert x5["mean_curve_steps"] == 100 and x5["speed_up"] == pytest.approx(4.0)
+  assert x5["speed_up_range"] == pytest.approx([4.0, 4.0]) and x5["holds"]
+  assert x5["resolution"] == 50
+  base = at_max["recipes"]["bn_baseline"]
+  # Mean curve at 200: (.80 + .80 + .79) / 3 < .80; at 300: (.82 + .82 + .79) / 3 >= .80.
+  assert base["mean_curve_steps"] == 300 and base["reached"] == 2
+  assert base["speed_up"] == pytest.approx(4 / 3) and not base["holds"]  # a seed never
+  lower = s["targets"][2]  # T_max - 3 points = 0.77: Inception's mean curve at 300
+  assert lower["target"] == pytest.approx(0.77) and lower["reference_steps"] == 300
+  assert lower["recipes"]["bn_baseline"]["speed_up_range"] == pytest.approx([1.5, 1.5])
+
+
+def test_paired_verdicts_known_by_construction():
+  nonfinite = {name: False for name in curves()}
+  d = recipe_claims.decide(curves(), correct(), nonfinite, num_samples=2000)
+  x5, base = d["exceeds"]["bn_x5"], d["exceeds"]["bn_baseline"]
+  assert x5["delta"] == pytest.approx(300 / N) and x5["low"] > 0 and x5["holds"]
+  assert all(q == {"only_a_right": 300, "only_b_right": 0, "p_value": pytest.approx(
+      2 * 0.5 ** 300)} for q in x5["same_seed_pairs"].values())
+  assert base["delta"] == 0 and base["p_value"] == 1.0 and not base["holds"]
+  assert base["holm_p"] >= base["p_value"]
+  trains = d["trains"]
+  assert trains["floor"] == pytest.approx(0.1 + 0.5 * (np.mean(
+      [np.mean(correct()[f"inception-seed{s}"]) for s in SEEDS]) - 0.1))
+  assert trains["holds"] and trains["lower_than_reference"]["holds"]
+  text = recipe_claims.markdown(d)
+  assert "| BN-x5 exceeds Inception | +15.00 |" in text
+  assert "BN-Baseline exceeds Inception | +0.00" in text
+  assert text.count("not reproduced at this scale") >= 1
+  assert "| < 5e-04 |" in text  # no bootstrap sample at or below 0: not p = 0
+
+
+def test_a_non_finite_seed_does_not_train_and_a_missing_member_is_named():
+  nonfinite = {name: name == "bn_x5_sigmoid-seed1" for name in curves()}
+  d = recipe_claims.decide(curves(), correct(), nonfinite, num_samples=200)
+  assert not d["trains"]["holds"] and not d["trains"]["finite"]
+  partial = {k: v for k, v in correct().items() if k != "bn_x5-seed2"}
+  with pytest.raises(ValueError, match="bn_x5-seed2"):
+    recipe_claims.compare(partial, ["bn_x5-seed0", "bn_x5-seed2"], ["inception-seed0"])
+  with pytest.raises(ValueError, match="reference recipe 'resnet'"):
+    recipe_claims.speed_ups(curves(), reference="resnet")
