@@ -27,14 +27,18 @@ TRAINS = "bn_x5_sigmoid"                      # rule 6
 CHANCE = 0.1
 
 
-def load(sweep_dir: str, correct_path: str, metric: str = "eval/accuracy"):
-  """(curves, correct, nonfinite) of a sweep's members: their accuracy curves, their
+def load(sweep_dirs: Sequence[str], correct_path: str, metric: str = "eval/accuracy"):
+  """(curves, correct, nonfinite) of the sweeps' members: their accuracy curves, their
   final networks' per-example top-1 correctness (a correct.npz, 1 crop) and whether
   any evaluation or training row was non-finite."""
   from bn_inception import eval_report
-  runs = member_dirs(sweep_dir)
+  runs = [run for d in sweep_dirs for run in member_dirs(d)]
   if not runs:
-    raise FileNotFoundError(f"No sweep members in {sweep_dir}.")
+    raise FileNotFoundError(f"No sweep members in {', '.join(sweep_dirs)}.")
+  names = [name for name, _ in runs]
+  if len(set(names)) < len(names):
+    raise ValueError(f"Member names repeat across {', '.join(sweep_dirs)}: "
+                     f"{sorted({n for n in names if names.count(n) > 1})}.")
   rows = {name: workdir_lib.read_metrics(d) for name, d in runs}
   curves = {name: eval_curve(r, metric) for name, r in rows.items()}
   nonfinite = {name: any(not np.isfinite(v) or (k.endswith("nonfinite_fraction") and v > 0)
@@ -155,6 +159,30 @@ def decide(curves: Dict[str, Curve], correct: Dict[str, np.ndarray],
                      "holds": finite and all(f > floor for f in final[TRAINS]),
                      "lower_than_reference": {**lower, "holds": _better(lower)}}
   return out
+
+
+def compare_pairs(correct: Dict[str, np.ndarray], names: Sequence[str],
+                  pairs: Sequence[Tuple[str, str]], num_samples: int = 10_000) -> dict:
+  """Recipe A against recipe B for each (A, B) of `pairs`, decided as rule 4 with Holm's
+  adjustment over `pairs` (one family): e.g. the equal-budget control."""
+  groups = recipes(names)
+  unknown = sorted({r for pair in pairs for r in pair} - set(groups))
+  if unknown:
+    raise ValueError(f"unknown recipes {unknown} (recipes: {', '.join(groups)}).")
+  out = {f"{a}:{b}": compare(correct, groups[a], groups[b], num_samples) for a, b in pairs}
+  for c, p in zip(out.values(), paired.holm([c["p_value"] for c in out.values()])):
+    c["holm_p"] = p
+    c["holds"] = _better(c, p)
+  return out
+
+
+def pairs_markdown(compared: dict) -> str:
+  lines = ["| claim | Δ (points) | 95% interval | bootstrap p | Holm p | same-seed pairs: only "
+           "A right / only B right (McNemar p) | verdict |", "|---|---|---|---|---|---|---|"]
+  for key, c in compared.items():
+    a, b = key.split(":")
+    lines.append(_test_row(f"{_name(a)} above {_name(b)}", c, c["holm_p"], c["holds"]))
+  return "\n".join(lines)
 
 
 def _better(c: dict, p: Optional[float] = None) -> bool:

@@ -5,11 +5,17 @@
   python scripts/evaluate.py --workdirs='runs/twin_bi/*-seed*' --output_dir=runs/twin_bi/eval
   python scripts/claims.py --workdir=runs/twin_bi --correct=runs/twin_bi/eval
 
+  # a control: recipes of two sweeps, each pair (A above B) decided as rule 4, Holm
+  # over the pairs given
+  python scripts/claims.py --workdir=runs/twin_bi,runs/twin_bi_budget \
+      --correct=runs/twin_bi_budget/eval --output_dir=runs/twin_bi_budget \
+      --pairs=bn_x5_equal_budget:bn_x5,bn_x30_equal_budget:bn_x30
+
 Reads each member's metrics.jsonl (accuracy curves) and the evaluation's correct.npz
 (each final network's top-1 correctness per test example). Prints the speed-ups at
 three targets with their seed ranges and the paired tests (bootstrap over examples and
 seeds, Holm, McNemar per same-seed pair) with their verdicts; writes
-<workdir>/claims.md and claims.json (the curves included, so a figure can be redrawn).
+<output_dir>/claims.md and claims.json (the curves included, so a figure can be redrawn).
 """
 
 import json
@@ -19,7 +25,11 @@ from absl import app, flags
 
 from bn_inception import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's --workdir.")
+_WORKDIR = flags.DEFINE_list("workdir", None, "The sweep's --workdir (or several).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where claims.md/json go (default: "
+                                  "the first --workdir).")
+_PAIRS = flags.DEFINE_list("pairs", [], "A:B recipe pairs to decide instead of the "
+                           "section 2b claims (A above B; Holm over these pairs).")
 _CORRECT = flags.DEFINE_string("correct", None, "correct.npz of scripts/evaluate.py over "
                                "the sweep's members (the file or its folder).")
 _REFERENCE = flags.DEFINE_string("reference", "inception", "The recipe whose mean-curve "
@@ -31,11 +41,20 @@ flags.mark_flags_as_required(["workdir", "correct"])
 def run():
   from bn_inception import recipe_claims
   curves, correct, nonfinite = recipe_claims.load(_WORKDIR.value, _CORRECT.value)
-  decision = recipe_claims.decide(curves, correct, nonfinite, _REFERENCE.value,
-                                  _SAMPLES.value)
-  text = recipe_claims.markdown(decision)
+  if _PAIRS.value:
+    pairs = [tuple(p.split(":")) for p in _PAIRS.value]
+    if any(len(p) != 2 for p in pairs):
+      raise ValueError(f"--pairs={','.join(_PAIRS.value)}: give A:B recipe pairs.")
+    decision = {"pairs": recipe_claims.compare_pairs(correct, list(curves), pairs,
+                                                     _SAMPLES.value)}
+    text = recipe_claims.pairs_markdown(decision["pairs"])
+  else:
+    decision = recipe_claims.decide(curves, correct, nonfinite, _REFERENCE.value,
+                                    _SAMPLES.value)
+    text = recipe_claims.markdown(decision)
   print(text)
-  md, js = (os.path.join(_WORKDIR.value, f"claims.{ext}") for ext in ("md", "json"))
+  out = _OUTPUT_DIR.value or _WORKDIR.value[0]
+  md, js = (os.path.join(out, f"claims.{ext}") for ext in ("md", "json"))
   with open(md, "w") as f:
     f.write(text + "\n")
   with open(js, "w") as f:

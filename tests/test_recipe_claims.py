@@ -87,3 +87,14 @@ def test_a_non_finite_seed_does_not_train_and_a_missing_member_is_named():
     recipe_claims.compare(partial, ["bn_x5-seed0", "bn_x5-seed2"], ["inception-seed0"])
   with pytest.raises(ValueError, match="reference recipe 'resnet'"):
     recipe_claims.speed_ups(curves(), reference="resnet")
+
+
+def test_a_control_pair_family_is_decided_with_holm():
+  names = list(curves())
+  got = recipe_claims.compare_pairs(correct(), names, [("bn_x5", "inception"),
+                                                       ("bn_baseline", "inception")], 1000)
+  assert got["bn_x5:inception"]["holds"] and not got["bn_baseline:inception"]["holds"]
+  assert got["bn_baseline:inception"]["holm_p"] == 1.0
+  assert "| BN-x5 above Inception | +15.00 |" in recipe_claims.pairs_markdown(got)
+  with pytest.raises(ValueError, match="unknown recipes \\['bn_x7'\\]"):
+    recipe_claims.compare_pairs(correct(), names, [("bn_x7", "inception")])
