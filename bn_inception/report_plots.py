@@ -77,3 +77,44 @@ def plot_by_x(report, path: str, log_x: bool = False) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
+
+
+def plot_recipes(claims: dict, path: str) -> None:
+  """Figure 2 from a claims.json (scripts/claims.py): each recipe's mean test accuracy
+  over its seeds, shaded min to max, against steps; T_max and the lower targets as
+  lines. Left: the whole accuracy axis; right: its top, said so on the panel."""
+  from bn_inception import recipe_claims
+  plt = _pyplot()
+  curves = claims["curves"]
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+  targets = [t["target"] for t in claims.get("speed_ups", {}).get("targets", [])]
+  tops = []
+  for label, members in recipe_claims.recipes(curves).items():
+    by_step = [dict(map(tuple, curves[m])) for m in members]
+    steps = sorted(set.intersection(*(set(d) for d in by_step)))
+    mean = [100 * sum(d[s] for d in by_step) / len(by_step) for s in steps]
+    low = [100 * min(d[s] for d in by_step) for s in steps]
+    high = [100 * max(d[s] for d in by_step) for s in steps]
+    tops.append(max(high))
+    for ax in axes:
+      line, = ax.plot(steps, mean, marker=".", ms=3,
+                      label=f"{recipe_claims.LABELS.get(label, label)} ({len(members)} seeds)")
+      ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+  for ax in axes:
+    for i, t in enumerate(targets):
+      ax.axhline(100 * t, color="gray", ls=("--", ":", "-.")[min(i, 2)], lw=1,
+                 label=("T_max" if i == 0 else f"T_max {100 * (t - targets[0]):+.0f} pt")
+                 + f" = {100 * t:.2f}%")
+    ax.set(xlabel="training steps", ylabel="test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+  bottom = (100 * targets[0] - 8) if targets else max(tops) - 10
+  axes[1].set_ylim(bottom, max(tops) + 1)
+  axes[0].set_title("whole axis")
+  axes[1].set_title(f"zoom: the top of the axis ({bottom:.0f}% and up)")
+  note = claims.get("note", "")
+  fig.suptitle("Test accuracy vs. training steps (cf. the paper's Figure 2)"
+               + (f"\n{note}" if note else ""), fontsize="medium")
+  axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

@@ -15,7 +15,8 @@ Reads each member's metrics.jsonl (accuracy curves) and the evaluation's correct
 (each final network's top-1 correctness per test example). Prints the speed-ups at
 three targets with their seed ranges and the paired tests (bootstrap over examples and
 seeds, Holm, McNemar per same-seed pair) with their verdicts; writes
-<output_dir>/claims.md and claims.json (the curves included, so a figure can be redrawn).
+<output_dir>/claims.md, claims.json (the curves included) and claims.png, the figure
+drawn from claims.json alone (`--redraw=<claims.json>` draws it again).
 """
 
 import json
@@ -35,11 +36,28 @@ _CORRECT = flags.DEFINE_string("correct", None, "correct.npz of scripts/evaluate
 _REFERENCE = flags.DEFINE_string("reference", "inception", "The recipe whose mean-curve "
                                  "maximum is T_max and that the others are tested against.")
 _SAMPLES = flags.DEFINE_integer("num_samples", 10_000, "Bootstrap samples.")
-flags.mark_flags_as_required(["workdir", "correct"])
+_NOTE = flags.DEFINE_string("note", "", "A line under the figure's title (e.g. the time "
+                            "compression); kept in claims.json.")
+_REDRAW = flags.DEFINE_string("redraw", None, "Only redraw the figure of this claims.json "
+                              "(beside it, as claims.png): no workdir or correct.npz needed.")
+
+
+def redraw(path: str) -> str:
+  from bn_inception import report_plots
+  with open(path) as f:
+    claims = json.load(f)
+  png = os.path.join(os.path.dirname(path), "claims.png")
+  report_plots.plot_recipes(claims, png)
+  return png
 
 
 def run():
   from bn_inception import recipe_claims
+  if _REDRAW.value:
+    print(f"wrote {redraw(_REDRAW.value)}")
+    return
+  if not (_WORKDIR.value and _CORRECT.value):
+    raise ValueError("give --workdir and --correct (or --redraw=<claims.json>).")
   curves, correct, nonfinite = recipe_claims.load(_WORKDIR.value, _CORRECT.value)
   if _PAIRS.value:
     pairs = [tuple(p.split(":")) for p in _PAIRS.value]
@@ -58,9 +76,10 @@ def run():
   with open(md, "w") as f:
     f.write(text + "\n")
   with open(js, "w") as f:
-    json.dump({**decision, "curves": curves, "nonfinite": nonfinite}, f, indent=1)
+    json.dump({**decision, "note": _NOTE.value, "curves": curves, "nonfinite": nonfinite},
+              f, indent=1)
     f.write("\n")
-  print(f"wrote {md}, {js}")
+  print(f"wrote {md}, {js}, {redraw(js)}")
 
 
 def main(argv):

@@ -98,3 +98,13 @@ def test_a_control_pair_family_is_decided_with_holm():
   assert "| BN-x5 above Inception | +15.00 |" in recipe_claims.pairs_markdown(got)
   with pytest.raises(ValueError, match="unknown recipes \\['bn_x7'\\]"):
     recipe_claims.compare_pairs(correct(), names, [("bn_x7", "inception")])
+
+
+def test_the_figure_is_drawn_from_the_json_alone(tmp_path):
+  import json
+  from bn_inception import report_plots
+  d = recipe_claims.decide(curves(), correct(), {n: False for n in curves()}, num_samples=100)
+  path = tmp_path / "claims.json"
+  path.write_text(json.dumps({**d, "curves": curves(), "note": "time scale 2,500"}))
+  report_plots.plot_recipes(json.loads(path.read_text()), str(tmp_path / "claims.png"))
+  assert (tmp_path / "claims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
