@@ -56,6 +56,7 @@ class Member:
   predict: Callable[[jax.Array], jax.Array]
   source: object = None
   population_stats_batches: int = 0
+  bn_statistics: str = "moving"  # population.BN_STATISTICS
 
 
 def parse_member(text: str, base_dir: str = "", step: Optional[int] = None) -> MemberSpec:
@@ -116,15 +117,24 @@ def member_names(specs: Sequence[MemberSpec]) -> List[str]:
 
 
 def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = (),
-                population_stats_batches: int = 0) -> Member:
+                population_stats_batches: int = 0, bn_statistics: str = "") -> Member:
   """A workdir's network for inference: its config.json rebuilds the model and the
   data source, its checkpoint (newest usable, or spec.step) gives the variables
   (verified like every restore: checkpoint.Checkpointer), and a jitted predict_fn
-  maps global uint8 crops to probabilities. No optimizer or training step is built."""
+  maps global uint8 crops to probabilities. No optimizer or training step is built.
+  `bn_statistics` (population.BN_STATISTICS) says what BN normalises by."""
   from bn_inception import models
   from bn_inception.data import create_source
   who = f"Member {name} ({spec.workdir})"
+  bn_statistics = population.resolve_bn_statistics(bn_statistics, population_stats_batches)
   config = member_config(spec, overrides)
+  if bn_statistics == "population_biased":  # the moments without Alg. 2's m/(m-1)
+    with config.unlocked():
+      config.bn.unbiased_variance = False
+  if bn_statistics == "batch" and "dropout_rate" in config.model and config.model.dropout_rate:
+    raise ValueError(f"{who}: bn_statistics=batch runs BN in training mode, which would "
+                     f"also apply its dropout (model.dropout_rate="
+                     f"{config.model.dropout_rate}); evaluate it with population statistics.")
   if not workdir_lib.finished_steps(spec.workdir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
                           f"in {os.path.join(spec.workdir, workdir_lib.CHECKPOINT_DIR)}); train "
@@ -161,13 +171,14 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
     else:
       logging.warning("member %s has no BN layers: no population statistics to compute", name)
   network = common.Network(model.apply, source.normalize, tuple(source.image_shape))
-  predict = jax.jit(common.probabilities_fn(network),
+  predict = jax.jit((common.batch_statistics_fn if bn_statistics == "batch" else
+                     common.probabilities_fn)(network),
                     in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                     out_shardings=sharding.batch_sharding(mesh))
   return Member(name=name, workdir=spec.workdir, step=step, config=config,
                 num_classes=source.num_classes, image_shape=tuple(source.image_shape),
                 predict=functools.partial(predict, variables), source=source,
-                population_stats_batches=used_batches)
+                population_stats_batches=used_batches, bn_statistics=bn_statistics)
 
 
 def check_compatible(members: Sequence[Member]):
@@ -193,26 +204,25 @@ def check_compatible(members: Sequence[Member]):
 def run(specs: Sequence[MemberSpec], crops: Sequence[int], split: str = "eval",
         output_dir: str = "", batch_size: int = 256, population_stats_batches: int = 0,
         overrides: Sequence[str] = (), command: str = "", mesh=None, paper: bool = False,
-        on_result: Optional[Callable[[dict], None]] = None) -> dict:
+        on_result: Optional[Callable[[dict], None]] = None, bn_statistics: str = "") -> dict:
   """Load the members and evaluate each crop scheme (`on_result(result)` as each
   finishes); write <output_dir>/report.json, report.md and correct.npz (each row's
   top-1 correctness per example: `eval_report.read_per_example`) when given; return
   the report."""
   if not specs:
     raise ValueError("No ensemble members.")
-  if population_stats_batches < 0:
-    raise ValueError(f"population_stats_batches={population_stats_batches} must be >= 0.")
+  bn_statistics = population.resolve_bn_statistics(bn_statistics, population_stats_batches)
   if mesh is None:  # multi-host evaluation starts like training (config.distributed)
     sharding.maybe_initialize_distributed(workdir_config.read_config(specs[0].workdir))
     mesh = sharding.create_mesh()
   multicrop_eval.check_request(crops, batch_size, mesh)  # before restoring anything
   split, overrides = _split_override(specs, split, overrides)
-  members = load_members(specs, mesh, overrides, population_stats_batches)
+  members = load_members(specs, mesh, overrides, population_stats_batches, bn_statistics)
   first = members[0]
   context = multicrop_eval.Context(
       {m.name: m.predict for m in members}, multicrop.image_set(first.source, split),
       multicrop_eval.Geometry.of(first.config.data, first.image_shape), first.num_classes,
-      mesh)
+      mesh, pad_with_examples=bn_statistics == "batch")
   results = []
   evaluator = multicrop_eval.Evaluator(context, crops, batch_size)
   for result in evaluator.run():
@@ -246,7 +256,7 @@ def member_config(spec: MemberSpec, overrides: Sequence[str] = ()):
 
 
 def load_members(specs: Sequence[MemberSpec], mesh, overrides: Sequence[str],
-                 population_stats_batches: int) -> List[Member]:
+                 population_stats_batches: int, bn_statistics: str = "") -> List[Member]:
   """Every member restored, after checking every member's config (config_checks, as
   for training) and that their architectures agree."""
   names = member_names(specs)
@@ -264,7 +274,8 @@ def load_members(specs: Sequence[MemberSpec], mesh, overrides: Sequence[str],
                        f"{architectures[0]!r}; members must share it.")
   members = []
   for spec, name in zip(specs, names):
-    members.append(load_member(spec, name, mesh, overrides, population_stats_batches))
+    members.append(load_member(spec, name, mesh, overrides, population_stats_batches,
+                               bn_statistics))
     check_compatible(members)
     progress.emit(f"loaded {name}: {spec.workdir} step {members[-1].step}")
   return members
@@ -279,7 +290,8 @@ def _report(members: Sequence[Member], results: List[dict], context, split: str,
       "members": [{"name": m.name, "workdir": os.path.abspath(m.workdir), "step": m.step,
                    "model": m.config.model.name, "num_classes": m.num_classes,
                    "image_size": m.image_shape[0],
-                   "population_stats_batches": m.population_stats_batches}
+                   "population_stats_batches": m.population_stats_batches,
+                   "bn_statistics": m.bn_statistics}
                   for m in members],
       "results": results}
   if paper:  # the paper's Figure 4 beside ours

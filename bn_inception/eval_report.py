@@ -90,8 +90,13 @@ def write_report(output_dir: str, report: dict) -> None:
            f"{report['devices']} device(s), batch {report['batch_size']} crops.", "",
            "Members:", ""]
   for m in report["members"]:
-    pop = (f", population statistics over {m['population_stats_batches']} training batches"
-           if m["population_stats_batches"] else "")
+    pop = {"population": f", population statistics over {m['population_stats_batches']} "
+                         "training batches",
+           "population_biased": f", population statistics over "
+                                f"{m['population_stats_batches']} training batches, biased "
+                                "variance",
+           "batch": f", BN statistics of each evaluation batch of {report['batch_size']} "
+                    "crops"}.get(m.get("bn_statistics", "moving"), "")
     lines.append(f"* {m['name']}: {m['workdir']} step {m['step']} ({m['model']}{pop})")
   lines += ["", summary_table(report), ""]
   for res in report["results"]:

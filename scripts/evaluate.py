@@ -36,6 +36,12 @@ _BATCH = flags.DEFINE_integer("batch_size", 256, "Crops per global batch (any va
 _POP = flags.DEFINE_integer("population_stats_batches", 0, "Recompute exact BN population "
                             "statistics over this many training batches first (Alg. 2, step "
                             "10); 0: use the checkpoint's moving averages.")
+_BN_STATISTICS = flags.DEFINE_enum(
+    "bn_statistics", "", ["", "moving", "population", "population_biased", "batch"],
+    "What BN normalises by: 'moving' (the checkpoint's moving averages; the default "
+    "without --population_stats_batches), 'population' (exact, unbiased variance: Alg. 2; "
+    "the default with it), 'population_biased' (exact, biased variance), 'batch' (each "
+    "evaluation batch's own statistics, --batch_size crops: what Alg. 2 replaces).")
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "data.<field>=<value> or "
                                       "train.<field>=<value> for every member's saved config, "
                                       "e.g. data.train_dir=/path/to/images.")
@@ -69,8 +75,11 @@ def checked_crops():
     crops = []
   if not crops or any(c not in schema.CROP_SCHEMES for c in crops):
     raise ValueError(f"--crops={','.join(_CROPS.value)}: give 1, 10 and/or 144.")
-  if _POP.value < 0:
-    raise ValueError(f"--population_stats_batches={_POP.value} must be >= 0.")
+  from bn_inception import population
+  try:
+    population.resolve_bn_statistics(_BN_STATISTICS.value, _POP.value)
+  except ValueError as e:
+    raise ValueError(f"--{e}") from None
   if _BATCH.value <= 0:
     raise ValueError(f"--batch_size={_BATCH.value} counts crops per global batch: give a "
                      f"positive multiple of the device count.")
@@ -100,7 +109,8 @@ def run():
   report = ensemble.run(specs, crops, split=_SPLIT.value, output_dir=_OUTPUT_DIR.value,
                         batch_size=_BATCH.value, population_stats_batches=_POP.value,
                         overrides=_OVERRIDE.value, command=" ".join(sys.argv),
-                        paper=_PAPER.value, on_result=show)
+                        paper=_PAPER.value, on_result=show,
+                        bn_statistics=_BN_STATISTICS.value)
   if len(report["results"]) > 1 or _PAPER.value:
     print(eval_report.summary_table(report), flush=True)
   print(f"report: {os.path.join(_OUTPUT_DIR.value, 'report.md')}")

@@ -567,6 +567,68 @@ def test_mnist_checkpoint_every_digit_once_and_same_member_twice(mnist_workdir, 
   assert row["top1_error"] != rows[0]["top1_error"]  # the moving averages gave another net
 
 
+def test_what_bn_normalises_by_at_inference_against_numpy(mnist_workdir):
+  """Alg. 2's choices measured against each other: each evaluation batch's own
+  statistics (batch 768, which leaves a last batch of 16 digits: its padding repeats
+  them, so its statistics are theirs) and population statistics with the biased
+  variance E_B[var_B] instead of Alg. 2's m/(m-1) E_B[var_B]; each equals float64 NumPy."""
+  spec = ensemble.MemberSpec(mnist_workdir)
+  member = ensemble.load_member(spec, "m", sharding.create_mesh())
+  variables = jax.device_get(member.predict.args[0])
+  source, config = member.source, member.config
+  params = variables["params"]
+  x, labels = np.asarray(source.normalize(source.eval_images)), source.eval_labels
+  def near(expected):
+    return pytest.approx(expected, abs=0.01 + 1e-9)
+
+  report = ensemble.run([spec], [1], batch_size=768, bn_statistics="batch")
+  logits = np.concatenate([_numpy_mlp(params, x[i:i + 768])[0] for i in range(0, 10_000, 768)])
+  top1, _ = _top_errors(logits, labels)
+  row = report["results"][0]["rows"][0]
+  assert report["members"][0]["bn_statistics"] == "batch"
+  assert row["top1_error"] == near(top1)
+  two = ensemble.run([spec], [1], batch_size=2, bn_statistics="batch")["results"][0]["rows"][0]
+  logits = np.concatenate([_numpy_mlp(params, x[i:i + 2])[0] for i in range(0, 10_000, 2)])
+  assert two["top1_error"] == near(_top_errors(logits, labels)[0])
+  assert two["top1_error"] > row["top1_error"]  # statistics of 2 digits are worse
+
+  report = ensemble.run([spec], [1], batch_size=1000, population_stats_batches=3,
+                        bn_statistics="population_biased")
+  batches = source.train_batches(0, config.train.batch_size, config.seed)
+  moments = [_numpy_mlp(params, np.asarray(source.normalize(next(batches)["image"])))[1]
+             for _ in range(3)]
+  m = config.train.batch_size
+  biased = [(np.mean([mo[i][0] for mo in moments], 0),
+             np.mean([mo[i][1] for mo in moments], 0) * (m - 1) / m) for i in (0, 1)]
+  top1, top5 = _top_errors(_numpy_mlp(params, x, biased)[0], labels)
+  row = report["results"][0]["rows"][0]
+  assert report["members"][0]["bn_statistics"] == "population_biased"
+  assert row["top1_error"] == near(top1) and row["top5_error"] == near(top5)
+  # The statistics themselves: the biased variance is (m-1)/m of the unbiased one.
+  stats = {}
+  for choice in ("population", "population_biased"):
+    net = ensemble.load_member(spec, choice, sharding.create_mesh(), population_stats_batches=3,
+                               bn_statistics=choice)
+    stats[choice] = jax.device_get(net.predict.args[0])["batch_stats"]
+  for i in (0, 1):
+    got = np.asarray(stats["population_biased"][f"bn{i}"]["var"])
+    np.testing.assert_allclose(got, biased[i][1], rtol=2e-4)
+    np.testing.assert_allclose(got, np.asarray(stats["population"][f"bn{i}"]["var"])
+                               * (m - 1) / m, rtol=1e-6)
+
+
+@pytest.mark.parametrize("choice, batches, message", [
+    ("population", 0, "needs population_stats_batches > 0"),
+    ("batch", 3, "applies to bn_statistics=population or population_biased, not batch"),
+    ("median", 0, "bn_statistics='median': one of moving, population")])
+def test_contradictory_bn_statistics_are_refused(choice, batches, message):
+  from bn_inception import population
+  with pytest.raises(ValueError, match=message):
+    population.resolve_bn_statistics(choice, batches)
+  assert population.resolve_bn_statistics("", 3) == "population"
+  assert population.resolve_bn_statistics("", 0) == "moving"
+
+
 def test_evaluation_progress_and_with_progress_off_only_results(mnist_workdir, capsys):
   spec = ensemble.MemberSpec(mnist_workdir)
   try:

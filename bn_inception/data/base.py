@@ -79,14 +79,20 @@ def eval_positions(num_examples: int, global_batch: int, process_index: int = 0,
   return np.where(mask, positions, 0), mask
 
 
-def padded(rows: Batch, mask: np.ndarray) -> Batch:
+def padded(rows: Batch, mask: np.ndarray, repeat_rows: bool = False) -> Batch:
   """A batch of len(mask) rows from `rows` (one per True of `mask`, in order): each
-  field's rows where `mask` is True, zeros elsewhere, and "mask". Fixed shapes: one
-  compilation for every batch."""
+  field's rows where `mask` is True, zeros elsewhere (`repeat_rows`: the batch's own
+  rows again, cyclically, so that statistics of the batch are those of its real rows),
+  and "mask". Fixed shapes: one compilation for every batch."""
   out = {}
+  fill = np.flatnonzero(~np.asarray(mask, bool))
   for name, values in rows.items():
     out[name] = np.zeros((len(mask), *values.shape[1:]), values.dtype)
     out[name][mask] = values
+    if repeat_rows and len(fill):
+      if not len(values):
+        raise ValueError("A batch without examples cannot be padded with its own rows.")
+      out[name][fill] = values[np.arange(len(fill)) % len(values)]
   out["mask"] = np.asarray(mask, bool)
   return out
 

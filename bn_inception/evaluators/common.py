@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bn_inception import sharding
+from bn_inception.batchnorm import BATCH_STATS
 from bn_inception.models import RECORDED
 
 Batch = Dict[str, np.ndarray]
@@ -47,6 +48,17 @@ def recorded_fn(network: Network) -> Callable:
     _, mutated = network.apply_fn(variables, network.normalize(images), train=False,
                                   mutable=[RECORDED])
     return mutated.get(RECORDED, {})
+  return fn
+
+
+def batch_statistics_fn(network: Network) -> Callable:
+  """predict_fn(variables, uint8 images) -> float32 softmax probabilities with BN
+  normalising by the statistics of the batch at hand (Alg. 1 at inference, what
+  Alg. 2 replaces); the moving averages are neither used nor changed."""
+  def fn(variables, images):
+    logits, _ = network.apply_fn(variables, network.normalize(images), train=True,
+                                 mutable=[BATCH_STATS])
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   return fn
 
 

@@ -66,6 +66,9 @@ class Context:
   geometry: Geometry
   num_classes: int
   mesh: jax.sharding.Mesh
+  # Pad the last batch with its own crops, not zeros: for networks that normalise by
+  # the batch's statistics (bn_statistics=batch), whose padding rows would count.
+  pad_with_examples: bool = False
 
 
 class Evaluator:
@@ -138,7 +141,7 @@ class Evaluator:
                         f"evaluation needs every image decodable.") from e
       local = empty if local is None else local
       seen += len(local["label"])
-      yield padded(local, masks[step])
+      yield padded(local, masks[step], repeat_rows=self.c.pad_with_examples)
 
   def _result(self, crops: int, tally: ErrorTally, seconds: float) -> dict:
     correct, nonfinite, count = tally.totals()
