@@ -49,6 +49,26 @@ def load(sweep_dirs: Sequence[str], correct_path: str, metric: str = "eval/accur
   return curves, correct, nonfinite
 
 
+def load_correct(specs: Sequence[str]) -> Dict[str, np.ndarray]:
+  """Per-example correctness from several correct.npz: each spec `path` or
+  `path:tag`; a tag renames member `<recipe>-seed<k>` to `<recipe>_<tag>-seed<k>`, so
+  the same networks evaluated two ways are two recipes (e.g. bn_x5_population and
+  bn_x5_batch2)."""
+  from bn_inception import eval_report
+  out: Dict[str, np.ndarray] = {}
+  for spec in specs:
+    path, _, tag = spec.partition(":")
+    for name, correct in eval_report.read_per_example(path, crops=1).items():
+      if tag:
+        recipe = seed_label(name)
+        name = f"{recipe}_{tag}{name[len(recipe):]}"
+      if name in out:
+        raise ValueError(f"{name} appears in two of {', '.join(specs)}: tag them apart "
+                         "(path:tag).")
+      out[name] = correct
+  return out
+
+
 def recipes(names: Sequence[str]) -> Dict[str, List[str]]:
   """Recipe label -> its members, in seed order (as named); the paper's recipes first,
   in its order."""

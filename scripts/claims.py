@@ -31,8 +31,9 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where claims.md/json go (
                                   "the first --workdir).")
 _PAIRS = flags.DEFINE_list("pairs", [], "A:B recipe pairs to decide instead of the "
                            "section 2b claims (A above B; Holm over these pairs).")
-_CORRECT = flags.DEFINE_string("correct", None, "correct.npz of scripts/evaluate.py over "
-                               "the sweep's members (the file or its folder).")
+_CORRECT = flags.DEFINE_list("correct", None, "correct.npz of scripts/evaluate.py over the "
+                             "sweep's members (the file or its folder). With --pairs, "
+                             "several, each `path:tag` (members renamed <recipe>_<tag>-seed<k>).")
 _REFERENCE = flags.DEFINE_string("reference", "inception", "The recipe whose mean-curve "
                                  "maximum is T_max and that the others are tested against.")
 _SAMPLES = flags.DEFINE_integer("num_samples", 10_000, "Bootstrap samples.")
@@ -56,22 +57,31 @@ def run():
   if _REDRAW.value:
     print(f"wrote {redraw(_REDRAW.value)}")
     return
-  if not (_WORKDIR.value and _CORRECT.value):
-    raise ValueError("give --workdir and --correct (or --redraw=<claims.json>).")
-  curves, correct, nonfinite = recipe_claims.load(_WORKDIR.value, _CORRECT.value)
+  if not _CORRECT.value or not (_WORKDIR.value or _PAIRS.value):
+    raise ValueError("give --workdir and --correct, --pairs and --correct, or "
+                     "--redraw=<claims.json>.")
   if _PAIRS.value:
     pairs = [tuple(p.split(":")) for p in _PAIRS.value]
     if any(len(p) != 2 for p in pairs):
       raise ValueError(f"--pairs={','.join(_PAIRS.value)}: give A:B recipe pairs.")
-    decision = {"pairs": recipe_claims.compare_pairs(correct, list(curves), pairs,
+    correct = recipe_claims.load_correct(_CORRECT.value)
+    decision = {"pairs": recipe_claims.compare_pairs(correct, list(correct), pairs,
                                                      _SAMPLES.value)}
     text = recipe_claims.pairs_markdown(decision["pairs"])
+    curves, nonfinite = {}, {}
+    if _WORKDIR.value:
+      curves, _, nonfinite = recipe_claims.load(_WORKDIR.value, _CORRECT.value[0])
   else:
+    if len(_CORRECT.value) > 1:
+      raise ValueError("one --correct for the section 2b claims (several only with --pairs).")
+    curves, correct, nonfinite = recipe_claims.load(_WORKDIR.value, _CORRECT.value[0])
     decision = recipe_claims.decide(curves, correct, nonfinite, _REFERENCE.value,
                                     _SAMPLES.value)
     text = recipe_claims.markdown(decision)
   print(text)
-  out = _OUTPUT_DIR.value or _WORKDIR.value[0]
+  out = _OUTPUT_DIR.value or (_WORKDIR.value or [None])[0]
+  if out is None:
+    raise ValueError("give --output_dir (where claims.md/json go).")
   md, js = (os.path.join(out, f"claims.{ext}") for ext in ("md", "json"))
   with open(md, "w") as f:
     f.write(text + "\n")
@@ -79,7 +89,7 @@ def run():
     json.dump({**decision, "note": _NOTE.value, "curves": curves, "nonfinite": nonfinite},
               f, indent=1)
     f.write("\n")
-  print(f"wrote {md}, {js}, {redraw(js)}")
+  print(f"wrote {md}, {js}" + (f", {redraw(js)}" if curves else ""))
 
 
 def main(argv):

@@ -108,3 +108,19 @@ def test_the_figure_is_drawn_from_the_json_alone(tmp_path):
   path.write_text(json.dumps({**d, "curves": curves(), "note": "time scale 2,500"}))
   report_plots.plot_recipes(json.loads(path.read_text()), str(tmp_path / "claims.png"))
   assert (tmp_path / "claims.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_networks_evaluated_two_ways_are_two_recipes(tmp_path):
+  from bn_inception import eval_report
+  c = correct()
+  nets = {k: v for k, v in c.items() if k.startswith("bn_x5-")}
+  worse = {k: v & (np.arange(N) % 2 == 0) for k, v in nets.items()}
+  for folder, rows in (("pop", nets), ("b2", worse)):
+    (tmp_path / folder).mkdir()
+    eval_report.write_per_example(str(tmp_path / folder), {1: rows})
+  both = recipe_claims.load_correct([f"{tmp_path / 'pop'}:population", f"{tmp_path / 'b2'}:batch2"])
+  assert sorted(both) == [f"bn_x5_{t}-seed{s}" for t in ("batch2", "population") for s in SEEDS]
+  got = recipe_claims.compare_pairs(both, list(both), [("bn_x5_population", "bn_x5_batch2")], 500)
+  assert got["bn_x5_population:bn_x5_batch2"]["holds"]
+  with pytest.raises(ValueError, match="appears in two"):
+    recipe_claims.load_correct([str(tmp_path / "pop"), str(tmp_path / "pop")])
