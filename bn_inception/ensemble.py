@@ -79,7 +79,7 @@ def expand_workdirs(entries: Sequence[str]) -> List[str]:
       found = sorted(d for d in glob.glob(os.path.expanduser(pattern))
                      if workdir_lib.is_workdir(d))
       if not found:
-        raise FileNotFoundError(f"--workdirs pattern {pattern!r} matches no training workdir "
+        raise FileNotFoundError(f"The workdir pattern {pattern!r} matches no training workdir "
                                 "(a folder with config.json).")
       out += [d + step for d in found]
     else:
@@ -146,7 +146,7 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
     group = (sharding.bn_group_size(config.bn, config.train.batch_size, mesh)
              if population_stats_batches else None)
   except ValueError as e:
-    hint = (" (set --override=train.batch_size=<multiple of the device count> for the "
+    hint = (" (make the member's train.batch_size a multiple of the device count for the "
             "population statistics)" if population_stats_batches else "")
     raise ValueError(f"{who}: {e}{hint}") from e
   model = models.create_model(config, bn_group_size=group)
