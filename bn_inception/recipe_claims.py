@@ -248,7 +248,8 @@ def _speed_up_lines(s: dict) -> List[str]:
       rng = ("" if r["speed_up_range"] is None else
              f", seeds {r['speed_up_range'][0]:.1f}–{r['speed_up_range'][1]:.1f}×")
       ratio = "—" if r["speed_up"] is None else f"{r['speed_up']:.1f}×"
-      cells.append(f"{ratio} ({_steps(r['mean_curve_steps'])} ±{r['resolution']:,} steps"
+      within = "" if r["resolution"] is None else f" ±{r['resolution']:,}"
+      cells.append(f"{ratio} ({_steps(r['mean_curve_steps'])}{within} steps"
                    f"{rng}; {r['reached']}/{r['seeds']} reach): "
                    f"{'holds' if r['holds'] else 'does not hold'}")
     lines.append("| " + " | ".join(cells) + " |")

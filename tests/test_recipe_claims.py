@@ -124,3 +124,11 @@ def test_one_networks_evaluated_two_ways_are_two_recipes(tmp_path):
   assert got["bn_x5_population:bn_x5_batch2"]["holds"]
   with pytest.raises(ValueError, match="appears in two"):
     recipe_claims.load_correct([str(tmp_path / "pop"), str(tmp_path / "pop")])
+
+
+def test_one_evaluation_per_member_has_no_interval_to_state():
+  one = {f"{r}-seed{s}": [(3, 0.1 + 0.01 * s)] for r in recipe_claims.LABELS for s in SEEDS}
+  d = recipe_claims.decide(one, {k: correct()["inception-seed0"] for k in one}, {},
+                           num_samples=50)
+  assert d["speed_ups"]["targets"][0]["recipes"]["bn_x5"]["resolution"] is None
+  assert "(3 steps" in recipe_claims.markdown(d)

@@ -108,6 +108,21 @@ def test_twin_back_image_is_twin_seeds_on_the_new_data():
   assert plain["bn_x30-seed2"]["train.num_steps"] == twin.get_config("bn_x30").train.num_steps
 
 
+def test_equal_budget_control_is_bn_x5_and_bn_x30_at_bn_baselines_steps():
+  control = resolved("configs/sweeps/twin_back_image_equal_budget.py")
+  main = resolved("configs/sweeps/twin_back_image.py")
+  assert list(control) == [f"{r}_equal_budget-seed{s}" for r in ("bn_x5", "bn_x30")
+                           for s in (0, 1, 2)]
+  for name, c in control.items():
+    recipe, seed = name.split("_equal_budget-")
+    own = main[f"{recipe}-{seed}"]
+    assert c["train.num_steps"] == main[f"bn_baseline-{seed}"]["train.num_steps"] == 6000
+    assert own["train.num_steps"] == 2400
+    # The schedule stretched with the steps (rounding of the decay interval aside).
+    assert c["optim.decay_steps"] / own["optim.decay_steps"] == pytest.approx(2.5, rel=0.03)
+    assert differing(c, own) == {"train.num_steps", "optim.decay_steps", "train.eval_every"}
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -279,10 +294,25 @@ def test_twin_ensemble_runs_and_evaluates(tmp_path):
 
 
 @pytest.mark.slow
-def test_twin_back_image_runs(tmp_path):
+def test_twin_back_image_runs_and_its_claims_are_decided(tmp_path):
+  """The documented pipeline, shortened: both sweeps, one evaluation of every final
+  network (correct.npz), then the section 2b rules and the control's pairs."""
+  from bn_inception import ensemble, recipe_claims
   w = run_short(tmp_path, "twin_back_image", "10677")
   r = report.build(str(w), "inception")
   assert len(r.seed_groups) == 5 and all(len(g.members) == 3 for g in r.seed_groups)
+  budget = run_short(tmp_path, "twin_back_image_equal_budget")
+  specs = [ensemble.parse_member(d) for d in ensemble.expand_workdirs(
+      [f"{w}/*-seed*", f"{budget}/*-seed*"])]
+  ensemble.run(specs, [1], output_dir=str(tmp_path / "eval"), batch_size=1000)
+  curves, correct, nonfinite = recipe_claims.load([str(w)], str(tmp_path / "eval"))
+  assert len(curves) == 15 and len(correct) == 21 + 1  # and the ensemble of all
+  d = recipe_claims.decide(curves, correct, nonfinite, num_samples=100)
+  assert set(d["exceeds"]) == {"bn_baseline", "bn_x5", "bn_x30"} and len(d["highest"]) == 4
+  assert "trains" in recipe_claims.markdown(d)
+  pairs = recipe_claims.compare_pairs(correct, list(correct), [
+      ("bn_x5_equal_budget", "bn_x5"), ("bn_x30_equal_budget", "bn_x30")], 100)
+  assert all(len(c["same_seed_pairs"]) == 3 for c in pairs.values())
 
 
 @pytest.mark.slow
