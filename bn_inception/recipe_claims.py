@@ -257,7 +257,9 @@ def _speed_up_lines(s: dict) -> List[str]:
 
 
 def _pairs(c: dict) -> str:
-  return "; ".join(f"{seed or '-'}: {q['only_a_right']}/{q['only_b_right']} (p {q['p_value']:.2g})"
+  def p(value):  # below float64's range: zero
+    return "< 1e-300" if value == 0 else f"{value:.2g}"
+  return "; ".join(f"{seed or '-'}: {q['only_a_right']}/{q['only_b_right']} (p {p(q['p_value'])})"
                    for seed, q in c["same_seed_pairs"].items())
 
 

@@ -82,6 +82,7 @@ def run():
   out = _OUTPUT_DIR.value or (_WORKDIR.value or [None])[0]
   if out is None:
     raise ValueError("give --output_dir (where claims.md/json go).")
+  os.makedirs(out, exist_ok=True)
   md, js = (os.path.join(out, f"claims.{ext}") for ext in ("md", "json"))
   with open(md, "w") as f:
     f.write(text + "\n")
