@@ -40,14 +40,15 @@ _SAMPLES = flags.DEFINE_integer("num_samples", 10_000, "Bootstrap samples.")
 _NOTE = flags.DEFINE_string("note", "", "A line under the figure's title (e.g. the time "
                             "compression); kept in claims.json.")
 _REDRAW = flags.DEFINE_string("redraw", None, "Only redraw the figure of this claims.json "
-                              "(beside it, as claims.png): no workdir or correct.npz needed.")
+                              "(beside it, the same name with .png): no workdir or "
+                              "correct.npz needed.")
 
 
 def redraw(path: str) -> str:
   from bn_inception import report_plots
   with open(path) as f:
     claims = json.load(f)
-  png = os.path.join(os.path.dirname(path), "claims.png")
+  png = os.path.splitext(path)[0] + ".png"  # claims.json -> claims.png
   report_plots.plot_recipes(claims, png)
   return png
 

@@ -132,3 +132,28 @@ def test_one_evaluation_per_member_has_no_interval_to_state():
                            num_samples=50)
   assert d["speed_ups"]["targets"][0]["recipes"]["bn_x5"]["resolution"] is None
   assert "(3 steps" in recipe_claims.markdown(d)
+
+
+DOCS = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+
+
+def test_the_committed_verdicts_recompute_from_the_committed_raw_results():
+  """docs/reproduction.md 2b's table: its claims.json is what the rules give on the
+  committed curves and per-example correctness (correct.npz), to the last digit."""
+  import json
+  from bn_inception import eval_report
+  committed = json.loads((DOCS / "twin_back_image_claims.json").read_text())
+  correct = eval_report.read_per_example(str(DOCS / "twin_back_image_correct.npz"))
+  d = recipe_claims.decide(committed["curves"], correct, committed["nonfinite"])
+  d = json.loads(json.dumps(d))
+  for key in ("speed_ups", "final_accuracy", "exceeds", "highest", "highest_holds", "trains"):
+    assert d[key] == committed[key], key
+  assert recipe_claims.markdown(d) + "\n" == (DOCS / "twin_back_image_claims.md").read_text()
+
+
+def test_the_committed_figure_redraws_from_its_json(tmp_path):
+  import json
+  from bn_inception import report_plots
+  committed = json.loads((DOCS / "twin_back_image_claims.json").read_text())
+  report_plots.plot_recipes(committed, str(tmp_path / "figure.png"))
+  assert (tmp_path / "figure.png").stat().st_size > 10_000
