@@ -242,6 +242,20 @@ def absl_main(run_fn, stop: Optional[StopSignals] = None, start_up: Optional[str
   return main
 
 
+def run_light_app(run_fn) -> None:
+  """`app.run` for an entry point that needs neither TensorFlow nor JAX (reports of
+  finished runs): the readable console and one-line errors, nothing imported early."""
+  from absl import app
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    setup_console()
+    quiet_library_logs()
+    run_main(run_fn)
+  app.run(main)
+
+
 def run_app(run_fn, stopped_exit_code=lambda: 0, start_up: Optional[str] = "raise"):
   """`app.run` for an entry point: one-line flag errors and `absl_main(run_fn)`.
 

@@ -22,7 +22,7 @@ drawn from claims.json alone (`--redraw=<claims.json>` draws it again).
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from bn_inception import cli
 
@@ -94,13 +94,5 @@ def run():
   print(f"wrote {md}, {js}" + (f", {redraw(js)}" if curves else ""))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.setup_console()
-  cli.quiet_library_logs()
-  cli.run_main(run)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_light_app(run)

@@ -15,7 +15,7 @@ get a mean ± spread row, and one mean curve (shaded min to max) on the plot. --
 it, one line per setting of the other fields that vary, in accuracy_vs_<field>.png.
 """
 
-from absl import app, flags
+from absl import flags
 
 from bn_inception import cli
 
@@ -42,13 +42,5 @@ def run():
   print("wrote " + ", ".join(paths))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.setup_console()
-  cli.quiet_library_logs()
-  cli.run_main(run)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_light_app(run)
