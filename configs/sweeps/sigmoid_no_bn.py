@@ -23,21 +23,23 @@ accelerated nets 2,400 steps, Inception 12,400).
 
 from bn_inception.sweep import Member
 from configs import mnist_lr_acceleration as twin
+from configs.sweeps.twin_ensemble import twin_spec
 
-SPEC = "configs/mnist_lr_acceleration.py:{run},{time_scale}"
 EVALS = 5
 
 
-def _member(name: str, run: str, time_scale: str, **changes) -> Member:
-  steps = twin.get_config(f"{run},{time_scale}").train.num_steps
-  return Member(name, SPEC.format(run=run, time_scale=time_scale),
+def _member(name: str, run: str, arg: str, **changes) -> Member:
+  steps = twin.get_config(f"{run},{arg.partition(',')[0]}").train.num_steps
+  return Member(name, twin_spec(run, arg),
                 {"train.nonfinite_policy": "skip", "train.eval_every": -(-steps // EVALS),
                  **changes})
 
 
-def get_sweep(time_scale: str = str(twin.TIME_SCALE)):
+def get_sweep(arg: str = str(twin.TIME_SCALE)):
+  """`<time scale>[,plain|rotated]` (twin_ensemble.twin_spec): `2500,rotated` is the
+  same three on MNIST-rot-back-image at twin_back_image.py's compression."""
   return [
-      _member("bn_x5_sigmoid", "bn_x5_sigmoid", time_scale),
-      _member("bn_x5_sigmoid_no_bn", "bn_x5_sigmoid", time_scale, **{"bn.enabled": False}),
-      _member("inception_sigmoid", "inception", time_scale, **{"model.activation": "sigmoid"}),
+      _member("bn_x5_sigmoid", "bn_x5_sigmoid", arg),
+      _member("bn_x5_sigmoid_no_bn", "bn_x5_sigmoid", arg, **{"bn.enabled": False}),
+      _member("inception_sigmoid", "inception", arg, **{"model.activation": "sigmoid"}),
   ]

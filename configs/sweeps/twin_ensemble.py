@@ -27,9 +27,20 @@ from configs import mnist_lr_acceleration as twin
 from configs.sweeps.paper_ensemble import MEMBERS
 
 
-def get_sweep(time_scale: str = str(twin.TIME_SCALE)):
-  config = f"configs/mnist_lr_acceleration.py:bn_x30,{time_scale}"
-  num_steps = twin.get_config(f"bn_x30,{time_scale}").train.num_steps
+def twin_spec(run: str, arg: str) -> str:
+  """`<time scale>[,plain|rotated]` -> the config spec of `run`: the MNIST twin, or
+  with a variant the same recipe on MNIST-back-image (back_image_lr_acceleration.py)."""
+  time_scale, _, variant = arg.partition(",")
+  if variant:
+    return f"configs/back_image_lr_acceleration.py:{run},{time_scale},{variant}"
+  return f"configs/mnist_lr_acceleration.py:{run},{time_scale}"
+
+
+def get_sweep(arg: str = str(twin.TIME_SCALE)):
+  """`<time scale>[,plain|rotated]`: `2500,rotated` is the ensemble on
+  MNIST-rot-back-image at twin_back_image.py's compression."""
+  config = twin_spec("bn_x30", arg)
+  num_steps = twin.get_config(f"bn_x30,{arg.partition(',')[0]}").train.num_steps
   final_eval_only = {"train.eval_every": num_steps, "train.eval_at_start": False}
   return [Member(name, config, {**changes, **final_eval_only})
           for name, changes in MEMBERS.items()]
