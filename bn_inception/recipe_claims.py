@@ -53,12 +53,14 @@ def load_correct(specs: Sequence[str]) -> Dict[str, np.ndarray]:
   """Per-example correctness from several correct.npz: each spec `path` or
   `path:tag`; a tag renames member `<recipe>-seed<k>` to `<recipe>_<tag>-seed<k>`, so
   the same networks evaluated two ways are two recipes (e.g. bn_x5_population and
-  bn_x5_batch2)."""
+  bn_x5_batch2). Each file's ensemble row is left out: it is no recipe's seed."""
   from bn_inception import eval_report
   out: Dict[str, np.ndarray] = {}
   for spec in specs:
     path, _, tag = spec.partition(":")
     for name, correct in eval_report.read_per_example(path, crops=1).items():
+      if name == "ensemble":
+        continue
       if tag:
         recipe = seed_label(name)
         name = f"{recipe}_{tag}{name[len(recipe):]}"
@@ -213,7 +215,9 @@ def _better(c: dict, p: Optional[float] = None) -> bool:
 
 
 LABELS = {"inception": "Inception", "bn_baseline": "BN-Baseline", "bn_x5": "BN-x5",
-          "bn_x30": "BN-x30", "bn_x5_sigmoid": "BN-x5-Sigmoid"}
+          "bn_x30": "BN-x30", "bn_x5_sigmoid": "BN-x5-Sigmoid",
+          "bn_x5_equal_budget": "BN-x5, equal budget",
+          "bn_x30_equal_budget": "BN-x30, equal budget"}
 
 
 def _name(label: str) -> str:
