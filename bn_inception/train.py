@@ -220,9 +220,8 @@ def train_and_evaluate(config, workdir: str, source: Optional[DataSource] = None
   with StopSignals(start_up="check") as stop:
     try:
       def check():  # a process of many must not leave alone: they agree at step 0
-        if jax.process_count() == 1:
+        if jax.process_count() == 1:  # (so: only once jax.distributed is set up)
           stop.check()
-      check()
       if sharding.maybe_initialize_distributed(config):  # before JAX touches a device
         stop.reinstall()  # jax.distributed's preemption notifier took SIGTERM
       check()
