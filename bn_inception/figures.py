@@ -24,21 +24,30 @@ def fig1_series(workdir: str) -> Dict[str, list]:
 
 
 def write_fig1(series: Dict[str, Dict[str, list]], out_dir: str) -> tuple[str, str]:
-  """fig1.json and fig1.png: (a) test accuracy; (b, c) 15/50/85th percentiles."""
+  """fig1.json (the raw series) and fig1.png drawn from it (`draw_fig1`)."""
+  json_path = os.path.join(out_dir, "fig1.json")
+  with open(json_path, "w") as f:
+    json.dump(series, f)
+  png_path = os.path.join(out_dir, "fig1.png")
+  draw_fig1(series, png_path)
+  return json_path, png_path
+
+
+def draw_fig1(series: Dict[str, Dict[str, list]], png_path: str) -> str:
+  """Figure 1 from its series (a fig1.json): (a) test accuracy in %; (b, c) the
+  15/50/85th percentiles of a last-hidden-layer sigmoid's input."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  json_path = os.path.join(out_dir, "fig1.json")
-  with open(json_path, "w") as f:
-    json.dump(series, f)
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   styles = {"bn": ("tab:blue", "With BN"), "no_bn": ("tab:red", "Without BN")}
   for name, s in series.items():
     color, label = styles.get(name, ("k", name))
-    axes[0].plot(s["steps"], s["test_accuracy"], color=color, label=label)
-  axes[0].set(title="(a) Test accuracy", xlabel="training steps", ylabel="accuracy")
-  axes[0].set_ylim(0.7, 1.0)
+    axes[0].plot(s["steps"], [100 * a for a in s["test_accuracy"]], color=color, label=label)
+  axes[0].set(title="(a) Test accuracy (axis from 70%)", xlabel="training steps",
+              ylabel="test accuracy (%)")
+  axes[0].set_ylim(70, 100)
   axes[0].legend(loc="lower right")
   for ax, name, title in ((axes[1], "no_bn", "(b) Without BN"), (axes[2], "bn", "(c) With BN")):
     if name not in series:
@@ -50,13 +59,13 @@ def write_fig1(series: Dict[str, Dict[str, list]], out_dir: str) -> tuple[str, s
     ax.plot(s["steps"], s["p50"], color=color, label="median")
     ax.plot(s["steps"], s["p15"], color=color, lw=0.7)
     ax.plot(s["steps"], s["p85"], color=color, lw=0.7)
-    ax.set(title=f"{title}: input to a last-hidden-layer sigmoid", xlabel="training steps")
+    ax.set(title=f"{title}: input to a last-hidden-layer sigmoid", xlabel="training steps",
+           ylabel="sigmoid input")
     ax.legend(loc="upper right")
   fig.tight_layout()
-  png_path = os.path.join(out_dir, "fig1.png")
   fig.savefig(png_path, dpi=100)
   plt.close(fig)
-  return json_path, png_path
+  return png_path
 
 
 def write_example_grid(rows: Dict[str, Any], path: str, scale: float = 0.9) -> str:

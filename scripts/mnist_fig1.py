@@ -4,6 +4,8 @@
 
 Trains <workdir>/bn and <workdir>/no_bn (each resumable: rerun the same command
 after a crash), then writes <workdir>/fig1.json and <workdir>/fig1.png.
+
+  python scripts/mnist_fig1.py --redraw=docs/reproduction/fig1.json   # only the figure
 """
 
 import os
@@ -19,11 +21,19 @@ _STEPS = flags.DEFINE_integer("steps", None, "Training steps (default: the confi
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", None, "Evaluate every N steps.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the MNIST IDX files.")
 _SEED = flags.DEFINE_integer("seed", None, "Random seed.")
+_REDRAW = flags.DEFINE_string("redraw", None, "Only redraw fig1.png from this fig1.json "
+                              "(beside it): nothing is trained.")
 
 
 def run():
   from configs import mnist_fig1
   from bn_inception import figures, train
+  if _REDRAW.value:
+    import json
+    with open(_REDRAW.value) as f:
+      series = json.load(f)
+    print(f"wrote {figures.draw_fig1(series, os.path.splitext(_REDRAW.value)[0] + '.png')}")
+    return
   series = {}
   for variant in ("bn", "no_bn"):
     config = mnist_fig1.get_config(variant)
