@@ -127,14 +127,7 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
   from bn_inception.data import create_source
   who = f"Member {name} ({spec.workdir})"
   bn_statistics = population.resolve_bn_statistics(bn_statistics, population_stats_batches)
-  config = member_config(spec, overrides)
-  if bn_statistics == "population_biased":  # the moments without Alg. 2's m/(m-1)
-    with config.unlocked():
-      config.bn.unbiased_variance = False
-  if bn_statistics == "batch" and "dropout_rate" in config.model and config.model.dropout_rate:
-    raise ValueError(f"{who}: bn_statistics=batch runs BN in training mode, which would "
-                     f"also apply its dropout (model.dropout_rate="
-                     f"{config.model.dropout_rate}); evaluate it with population statistics.")
+  config = _for_bn_statistics(member_config(spec, overrides), bn_statistics, who)
   if not workdir_lib.finished_steps(spec.workdir):
     raise CheckpointError(f"Member {name}: {spec.workdir} has no checkpoint (no step folders "
                           f"in {os.path.join(spec.workdir, workdir_lib.CHECKPOINT_DIR)}); train "
@@ -179,6 +172,20 @@ def load_member(spec: MemberSpec, name: str, mesh, overrides: Sequence[str] = ()
                 num_classes=source.num_classes, image_shape=tuple(source.image_shape),
                 predict=functools.partial(predict, variables), source=source,
                 population_stats_batches=used_batches, bn_statistics=bn_statistics)
+
+
+def _for_bn_statistics(config, bn_statistics: str, who: str):
+  """The member's config as `bn_statistics` needs it: population_biased computes the
+  moments without Alg. 2's m/(m-1); batch (training-mode BN) refuses a model whose
+  dropout training mode would also apply."""
+  if bn_statistics == "population_biased":
+    with config.unlocked():
+      config.bn.unbiased_variance = False
+  if bn_statistics == "batch" and "dropout_rate" in config.model and config.model.dropout_rate:
+    raise ValueError(f"{who}: bn_statistics=batch runs BN in training mode, which would "
+                     f"also apply its dropout (model.dropout_rate="
+                     f"{config.model.dropout_rate}); evaluate it with population statistics.")
+  return config
 
 
 def check_compatible(members: Sequence[Member]):

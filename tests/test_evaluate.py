@@ -782,3 +782,14 @@ def test_every_evaluator_type_is_one_module_and_bad_entries_are_one_line_each():
   offline = ml_collections.ConfigDict({"d": schema.eval_config("multicrop", crops=(1, 12))})
   assert config_checks.eval_problems(offline, offline=True) == [
       "config.evals.d.crops=(1, 12) must be at least 1 value, each; known: 1, 10, 144."]
+
+
+def test_batch_statistics_refuse_a_model_with_dropout_and_biased_drops_the_correction():
+  from configs import mnist_lr_acceleration
+  config = mnist_lr_acceleration.get_config("inception")  # GoogLeNet's dropout 0.4
+  assert config.model.dropout_rate > 0
+  with pytest.raises(ValueError, match="m: bn_statistics=batch .*dropout_rate=0.4"):
+    ensemble._for_bn_statistics(config, "batch", "m")
+  biased = ensemble._for_bn_statistics(mnist_lr_acceleration.get_config("bn_x5"),
+                                       "population_biased", "m")
+  assert biased.bn.unbiased_variance is False
