@@ -285,6 +285,10 @@ def load_members(specs: Sequence[MemberSpec], mesh, overrides: Sequence[str],
                                bn_statistics))
     check_compatible(members)
     progress.emit(f"loaded {name}: {spec.workdir} step {members[-1].step}")
+    if members[-1].step < members[-1].config.train.num_steps:
+      logging.warning("member %s is at step %d of its run's %d: the run is unfinished (still "
+                      "training, or stopped); this evaluates that checkpoint", name,
+                      members[-1].step, members[-1].config.train.num_steps)
   return members
 
 
@@ -298,7 +302,8 @@ def _report(members: Sequence[Member], results: List[dict], context, split: str,
                    "model": m.config.model.name, "num_classes": m.num_classes,
                    "image_size": m.image_shape[0],
                    "population_stats_batches": m.population_stats_batches,
-                   "bn_statistics": m.bn_statistics}
+                   "bn_statistics": m.bn_statistics,
+                   "run_num_steps": m.config.train.num_steps}
                   for m in members],
       "results": results}
   if paper:  # the paper's Figure 4 beside ours

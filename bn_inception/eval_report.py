@@ -97,7 +97,10 @@ def write_report(output_dir: str, report: dict) -> None:
                                 "variance",
            "batch": f", BN statistics of each evaluation batch of {report['batch_size']} "
                     "crops"}.get(m.get("bn_statistics", "moving"), "")
-    lines.append(f"* {m['name']}: {m['workdir']} step {m['step']} ({m['model']}{pop})")
+    unfinished = (f", unfinished: its run has {m['run_num_steps']:,} steps"
+                  if m.get("run_num_steps", m["step"]) > m["step"] else "")
+    lines.append(f"* {m['name']}: {m['workdir']} step {m['step']} ({m['model']}{pop}"
+                 f"{unfinished})")
   lines += ["", summary_table(report), ""]
   for res in report["results"]:
     lines.append(f"{res['crops']} crop(s): {res['seconds']:.1f} s "

@@ -793,3 +793,21 @@ def test_batch_statistics_refuse_a_model_with_dropout_and_biased_drops_the_corre
   biased = ensemble._for_bn_statistics(mnist_lr_acceleration.get_config("bn_x5"),
                                        "population_biased", "m")
   assert biased.bn.unbiased_variance is False
+
+
+def test_a_member_whose_run_is_unfinished_is_named_as_such(mnist_workdir, tmp_path, caplog):
+  """A checkpoint below the run's train.num_steps (a run still training, or stopped):
+  evaluated, and said so in a warning and in report.md."""
+  import shutil
+  workdir = str(tmp_path / "running")
+  shutil.copytree(mnist_workdir, workdir)
+  path = os.path.join(workdir, "config.json")
+  config = json.load(open(path))
+  config["train"]["num_steps"] = 40  # its checkpoint is at step 20
+  json.dump(config, open(path, "w"))
+  out = str(tmp_path / "report")
+  with caplog.at_level("WARNING"):
+    ensemble.run([ensemble.MemberSpec(workdir)], [1], batch_size=1000, output_dir=out)
+  assert "member running is at step 20 of its run's 40: the run is unfinished" in caplog.text
+  assert "step 20 (mlp, unfinished: its run has 40 steps)" in open(
+      os.path.join(out, "report.md")).read()
