@@ -15,8 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bn_inception import paired, workdir as workdir_lib
-from bn_inception.report_runs import (eval_curve, first_step_at, maximum, mean_curve,
-                                      member_dirs, seed_label)
+from bn_inception.report_runs import (PAPER_FIGURE3, eval_curve, first_step_at, maximum,
+                                      mean_curve, member_dirs, seed_label)
 
 Curve = List[Tuple[int, float]]
 ALPHA = 0.05
@@ -31,7 +31,6 @@ def load(sweep_dirs: Sequence[str], correct_path: str, metric: str = "eval/accur
   """(curves, correct, nonfinite) of the sweeps' members: their accuracy curves, their
   final networks' per-example top-1 correctness (a correct.npz, 1 crop) and whether
   any evaluation or training row was non-finite."""
-  from bn_inception import eval_report
   runs = [run for d in sweep_dirs for run in member_dirs(d)]
   if not runs:
     raise FileNotFoundError(f"No sweep members in {', '.join(sweep_dirs)}.")
@@ -45,8 +44,7 @@ def load(sweep_dirs: Sequence[str], correct_path: str, metric: str = "eval/accur
                          for row in r.values() for k, v in row.items()
                          if isinstance(v, (int, float)))
                for name, r in rows.items()}
-  correct = eval_report.read_per_example(correct_path, crops=1)
-  return curves, correct, nonfinite
+  return curves, load_correct([correct_path]), nonfinite
 
 
 def load_correct(specs: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -214,8 +212,7 @@ def _better(c: dict, p: Optional[float] = None) -> bool:
               and all(q["only_a_right"] > q["only_b_right"] for q in pairs))
 
 
-LABELS = {"inception": "Inception", "bn_baseline": "BN-Baseline", "bn_x5": "BN-x5",
-          "bn_x30": "BN-x30", "bn_x5_sigmoid": "BN-x5-Sigmoid",
+LABELS = {**{run: paper["label"] for run, paper in PAPER_FIGURE3.items()},  # its order
           "bn_x5_equal_budget": "BN-x5, equal budget",
           "bn_x30_equal_budget": "BN-x30, equal budget"}
 

@@ -17,29 +17,12 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from bn_inception import report_hparams, report_plots
 from bn_inception import workdir as workdir_lib
-from bn_inception.report_runs import (METRIC, NOT_REACHED, MemberSummary, SeedGroup, Spread,
-                                      XPoint, accuracy_by, eval_curve, group_stats,
-                                      member_configs, member_dirs, resolve_target, seed_groups,
-                                      seed_label, summarize)
+from bn_inception.report_runs import (METRIC, NOT_REACHED, PAPER_FIGURE3, MemberSummary,
+                                      SeedGroup, Spread, XPoint, accuracy_by, eval_curve,
+                                      group_stats, member_configs, member_dirs, resolve_target,
+                                      seed_groups, seed_label, summarize)
 
 PAPER_TARGET = 0.722
-
-# Figure 3 of the paper (ImageNet, single-crop validation accuracy; steps are
-# training steps, i.e. mini-batches of 32 per replica). "Steps to max" only where
-# the text states it (Sec. 4.2.2): Inception's maximum is the target itself, and
-# BN-x30 "reaches 74.8% after 6*10^6 steps".
-PAPER_FIGURE3 = {
-    "inception": {"label": "Inception", "steps_to_target": 31.0e6, "max_accuracy": 0.722,
-                  "steps_to_max": 31.0e6},
-    "bn_baseline": {"label": "BN-Baseline", "steps_to_target": 13.3e6, "max_accuracy": 0.727,
-                    "steps_to_max": None},
-    "bn_x5": {"label": "BN-x5", "steps_to_target": 2.1e6, "max_accuracy": 0.730,
-              "steps_to_max": None},
-    "bn_x30": {"label": "BN-x30", "steps_to_target": 2.7e6, "max_accuracy": 0.748,
-               "steps_to_max": 6.0e6},
-    "bn_x5_sigmoid": {"label": "BN-x5-Sigmoid", "steps_to_target": None, "max_accuracy": 0.698,
-                      "steps_to_max": None},
-}
 
 
 def paper_key(name: str) -> Optional[str]:

@@ -84,6 +84,7 @@ def plot_recipes(claims: dict, path: str) -> None:
   over its seeds, shaded min to max, against steps; T_max and the lower targets as
   lines. Left: the whole accuracy axis; right: its top, said so on the panel."""
   from bn_inception import recipe_claims
+  from bn_inception.report_runs import mean_curve
   plt = _pyplot()
   curves = claims["curves"]
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -91,8 +92,7 @@ def plot_recipes(claims: dict, path: str) -> None:
   tops = []
   for label, members in recipe_claims.recipes(curves).items():
     by_step = [dict(map(tuple, curves[m])) for m in members]
-    steps = sorted(set.intersection(*(set(d) for d in by_step)))
-    mean = [100 * sum(d[s] for d in by_step) / len(by_step) for s in steps]
+    steps, mean = zip(*((s, 100 * a) for s, a in mean_curve([curves[m] for m in members])))
     low = [100 * min(d[s] for d in by_step) for s in steps]
     high = [100 * max(d[s] for d in by_step) for s in steps]
     tops.append(max(high))

@@ -75,10 +75,10 @@ class StopSignals:
 
   def __enter__(self) -> "StopSignals":
     global _interrupted_by
-    if not _active:  # a new run of this process (tests run many)
-      _interrupted_by = None
     if _active:  # a stop the enclosing one remembered (its handlers then stay)
       self.received = _active[-1].received
+    else:  # a new run of this process (tests run many)
+      _interrupted_by = None
     if self.received is None:
       for sig in SIGNALS:
         try:
