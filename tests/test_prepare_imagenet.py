@@ -67,10 +67,10 @@ def test_labels_counts_sizes_and_the_skipped_image(prepared):
   source = source_of(out)
   assert (source.num_classes, source.num_train_examples, source.num_eval_examples) == (
       3, good, good)  # no eval_input / eval_fraction: validation = the training images
-  records = source.train_reader.source
+  reader = source.train_reader
   seen = {}
-  for i in range(len(records)):
-    r = records[i]
+  for i in range(len(reader)):
+    r = reader.record(i)
     name = r["file_name"].decode()
     synset, file = name.split("/")
     assert r["label"] == SYNSETS.index(synset)  # the sorted synset order
@@ -93,8 +93,8 @@ def test_held_out_validation_split_is_the_folder_sources(tmp_path):
                                                      split_seed=4))
   held = sorted(os.path.relpath(p, src) for p in folder.eval_reader.paths)
   source = source_of(tmp_path / "out")
-  records = source.eval_reader.source
-  names = sorted(records[i]["file_name"].decode() for i in range(len(records)))
+  reader = source.eval_reader
+  names = sorted(reader.record(i)["file_name"].decode() for i in range(len(reader)))
   assert names == [h for h in held if not h.endswith("truncated.JPEG")]
   assert manifest["splits"]["validation"]["images"] == len(names)
 
@@ -197,7 +197,7 @@ def test_tfds_imagenet2012_input_keeps_its_splits_and_labels(tmp_path, monkeypat
     theirs = original.as_data_source(split)
     expected = sorted((theirs[i]["file_name"], int(theirs[i]["label"]))
                       for i in range(len(theirs)))
-    ours = sorted((reader.source[i]["file_name"], int(reader.source[i]["label"]))
+    ours = sorted((reader.record(i)["file_name"], reader.record(i)["label"])
                   for i in range(len(reader)))
     assert ours == expected
 
@@ -208,6 +208,35 @@ def test_validation_folder_is_labelled_by_the_training_synsets(tmp_path):
   os.makedirs(val / SYNSETS[2])
   Image.new("RGB", (50, 40), (9, 9, 9)).save(val / SYNSETS[2] / "v.JPEG")
   prepare.prepare(str(src), str(tmp_path / "out"), side=SIDE, workers=1, eval_input=str(val))
-  records = source_of(tmp_path / "out").eval_reader.source
-  assert len(records) == 1 and records[0]["label"] == 2
-  assert records[0]["file_name"] == f"{SYNSETS[2]}/v.JPEG".encode()
+  reader = source_of(tmp_path / "out").eval_reader
+  assert len(reader) == 1 and reader.record(0)["label"] == 2
+  assert reader.record(0)["file_name"] == f"{SYNSETS[2]}/v.JPEG".encode()
+
+
+def test_reader_reads_what_tfds_reads_and_refuses_what_it_cannot(prepared, tmp_path):
+  import tensorflow_datasets as tfds
+  from array_record.python import array_record_module
+  from bn_inception.data.image_readers import ArrayRecordReader
+  _, out, _ = prepared
+  reader = source_of(out).train_reader
+  theirs = tfds.builder(prepare.NAME, data_dir=str(out)).as_data_source(
+      "train", decoders={"image": tfds.decode.SkipDecoding()})
+  n = len(theirs)
+  assert len(reader) == n and len(reader.files) == 2  # both shards, read in one call
+  indices = np.random.default_rng(0).permutation(np.r_[np.arange(n), [n - 1, 0, 3]])
+  images, labels = reader.fetch(indices)
+  assert list(images) == [theirs[int(i)]["image"] for i in indices]
+  assert labels.dtype == np.int32 and list(labels) == [theirs[int(i)]["label"] for i in indices]
+  assert reader.record(2)["file_name"] == theirs[2]["file_name"]
+  with pytest.raises(IndexError, match=f"has {n} records"):
+    reader.fetch([0, n])
+  lengths = np.diff(reader.starts).tolist()
+  wrong = ArrayRecordReader(reader.files, [lengths[0] + 1, lengths[1] - 1], "wrong")
+  with pytest.raises(DataError, match=f"holds {lengths[0]} records; the dataset's info says"):
+    wrong.fetch([0])
+  garbage = str(tmp_path / "garbage.array_record")
+  writer = array_record_module.ArrayRecordWriter(garbage, "group_size:1")
+  writer.write(b"\xff\xff not a proto")
+  writer.close()
+  with pytest.raises(DataError, match=r"Record 0 of junk is not a tf.Example"):
+    ArrayRecordReader([garbage], [1], "junk").fetch([0])

@@ -184,8 +184,9 @@ def create_tfds(config) -> DataSource:
   fmt = builder.info.file_format
   if fmt is not None and fmt.value in ("array_record",):
     def reader(split):
-      source = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-      return ArrayRecordReader(source, f"{config.tfds_name}/{split}")
+      info = builder.info.splits[split]
+      return ArrayRecordReader([str(p) for p in info.filepaths], list(info.shard_lengths),
+                               f"{config.tfds_name}/{split}")
     return RandomAccessImageSource(reader(config.train_split), reader(config.eval_split),
                                    num_classes, config)
   logging.info("TFDS %s is prepared as %s: streaming it (resume skips within an epoch); "
