@@ -192,11 +192,49 @@ def to_json(report: Report) -> dict:
     out["x"] = report.x
     out["by_x"] = {label: [dataclasses.asdict(p) for p in points]
                    for label, points in report.by_x.items()}
+  out["curves"] = {name: [[step, acc] for step, acc in curve]
+                   for name, curve in report.curves.items()}
   if report.paper:
     out["paper_figure3"] = {
         k: {**v, "steps_to_target": NOT_REACHED if v["steps_to_target"] is None
             else v["steps_to_target"]} for k, v in PAPER_FIGURE3.items()}
   return out
+
+
+def _spread(d: Optional[dict]) -> Optional[Spread]:
+  return None if d is None else Spread(**d)
+
+
+def from_json(d: dict) -> Report:
+  """The Report a report.json holds (written with its curves): what `--redraw` plots."""
+  if "curves" not in d:
+    raise ValueError("This report.json has no curves (written before they were kept): "
+                     "rerun scripts/report.py on the sweep's workdir.")
+  steps = lambda v: None if v == NOT_REACHED else v
+  summaries = [MemberSummary(**{**m, "steps_to_target": steps(m["steps_to_target"])})
+               for m in d["members"].values()]
+  curves = {name: [(int(s), float(a)) for s, a in c] for name, c in d["curves"].items()}
+  groups = [SeedGroup(**{**g, **{k: _spread(g[k]) for k in
+                                 ("max_accuracy", "final_accuracy", "steps_to_target")},
+                         "mean_curve": [tuple(p) for p in g["mean_curve"]]})
+            for g in d.get("over_seeds", [])]
+  by_x = {label: [XPoint(**{**p, "final_accuracy": Spread(**p["final_accuracy"]),
+                            "max_accuracy": Spread(**p["max_accuracy"])}) for p in points]
+          for label, points in d.get("by_x", {}).items()}
+  return Report(d["workdir"], d["target"], d["target_description"], d["reference"],
+                d["metric"], summaries, curves, "paper_figure3" in d, groups, d.get("x"), by_x)
+
+
+def plots(report: Report, directory: str, log_steps: bool = False, log_x: bool = False,
+          ymin: Optional[float] = None) -> Tuple[str, ...]:
+  """accuracy_vs_steps.png (and accuracy_vs_<x>.png) of `report` into `directory`."""
+  png = os.path.join(directory, "accuracy_vs_steps.png")
+  report_plots.plot(report, png, log_steps, ymin)
+  if not report.x:
+    return (png,)
+  x_png = os.path.join(directory, report_plots.x_plot_name(report))
+  report_plots.plot_by_x(report, x_png, log_x)
+  return png, x_png
 
 
 def write(report: Report, log_steps: bool = False, log_x: bool = False,
@@ -205,16 +243,11 @@ def write(report: Report, log_steps: bool = False, log_x: bool = False,
   sweep's workdir."""
   md = os.path.join(report.workdir, "report.md")
   js = os.path.join(report.workdir, "report.json")
-  png = os.path.join(report.workdir, "accuracy_vs_steps.png")
   with open(md, "w") as f:
     f.write(markdown(report))
   with open(js, "w") as f:
     json.dump(to_json(report), f, indent=2)
     f.write("\n")
-  report_plots.plot(report, png, log_steps, ymin)
+  pngs = plots(report, report.workdir, log_steps, log_x, ymin)
   report_hparams.write_hparams(report.workdir, report.metric)
-  if not report.x:
-    return md, js, png
-  x_png = report_plots.x_plot_path(report)
-  report_plots.plot_by_x(report, x_png, log_x)
-  return md, js, png, x_png
+  return (md, js, *pngs)

@@ -3,7 +3,6 @@ accuracy against a config field. Each takes a report.Report."""
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 
@@ -53,8 +52,8 @@ def plot(report, path: str, log_steps: bool = False,
   plt.close(fig)
 
 
-def x_plot_path(report) -> str:
-  return os.path.join(report.workdir, f"accuracy_vs_{report.x.split('.')[-1]}.png")
+def x_plot_name(report) -> str:
+  return f"accuracy_vs_{report.x.split('.')[-1]}.png"
 
 
 def plot_by_x(report, path: str, log_x: bool = False) -> None:

@@ -13,6 +13,11 @@ seed groups named like its networks. Members whose config.json differ only by `s
 get a mean ± spread row, and one mean curve (shaded min to max) on the plot. --x=<field>
 (a config field, e.g. optim.learning_rate or bn.group_size) adds final accuracy against
 it, one line per setting of the other fields that vary, in accuracy_vs_<field>.png.
+
+  python scripts/report.py --redraw=docs/reproduction/lr_grid_report.json --output_dir=out
+
+--redraw draws the plots again from a report.json alone (it keeps every member's
+curve), e.g. a committed one whose runs are gone.
 """
 
 from absl import flags
@@ -31,11 +36,26 @@ _X = flags.DEFINE_string("x", None, "A config field (e.g. optim.learning_rate): 
 _LOG_X = flags.DEFINE_bool("log_x", False, "Log-scale x axis on the --x plot.")
 _YMIN = flags.DEFINE_float("ymin", None, "Lower limit of the accuracy axis of "
                            "accuracy_vs_steps.png (e.g. 0.95: the top, where runs differ).")
-flags.mark_flags_as_required(["workdir"])
+_REDRAW = flags.DEFINE_string("redraw", None, "A report.json: draw its plots again from it "
+                               "alone, into --output_dir (default: beside it).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "With --redraw: where the plots go.")
+flags.register_validator("workdir", lambda v: bool(v) != bool(_REDRAW.value),
+                         "Give --workdir (a sweep to report) or --redraw (a report.json), "
+                         "one of them.")
 
 
 def run():
   from bn_inception import report
+  if _REDRAW.value:
+    import json, os
+    with open(_REDRAW.value) as f:
+      r = report.from_json(json.load(f))
+    out = _OUTPUT_DIR.value or os.path.dirname(os.path.abspath(_REDRAW.value))
+    os.makedirs(out, exist_ok=True)
+    paths = report.plots(r, out, log_steps=_LOG_STEPS.value, log_x=_LOG_X.value,
+                         ymin=_YMIN.value)
+    print("wrote " + ", ".join(paths))
+    return
   r = report.build(_WORKDIR.value, _TARGET.value, _METRIC.value, _PAPER.value, x=_X.value)
   paths = report.write(r, log_steps=_LOG_STEPS.value, log_x=_LOG_X.value, ymin=_YMIN.value)
   print(report.markdown(r))

@@ -3,6 +3,8 @@ seed and x-axis summaries, and (slow) each sweep file run end to end, shortened.
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -185,6 +187,18 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
   assert paths[-1].endswith("accuracy_vs_learning_rate.png") and os.path.getsize(paths[-1]) > 5000
   data = json.loads(open(paths[1]).read())
   assert data["x"] == "optim.learning_rate" and len(data["over_seeds"]) == 1
+  # report.json alone gives the same report back, and `report.py --redraw` its plots.
+  assert data["curves"]["bn-lr0.1-seed1"] == [[100, 0.80], [200, 0.92]]
+  assert report.from_json(json.loads(json.dumps(data))) == r
+  redrawn = tmp_path / "redrawn"
+  proc = subprocess.run([sys.executable, "scripts/report.py", f"--redraw={paths[1]}",
+                         f"--output_dir={redrawn}", "--log_x"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert sorted(os.listdir(redrawn)) == ["accuracy_vs_learning_rate.png",
+                                         "accuracy_vs_steps.png"]
+  del data["curves"]
+  with pytest.raises(ValueError, match="has no curves"):
+    report.from_json(data)
 
   with pytest.raises(ValueError, match="no such field"):
     report.build(str(w), 0.9, x="optim.nonexistent")
