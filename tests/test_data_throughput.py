@@ -48,8 +48,10 @@ def test_compare_reports_three_rates_per_core_and_their_ratios(folder_and_prepar
                                   / result["full_size"]["images_per_s"], 2)
   assert result["full_size_vs_reference"] == round(
       result["full_size"]["images_per_s"] / result["reference"]["images_per_s"], 2)
-  printed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-  assert printed == ["full_size", "prepared", "reference"] * 2  # alternately
+  printed = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+  names = ["full_size", "prepared", "reference"]
+  assert printed[:3] == [[n, "warm-up"] for n in names]
+  assert [p[0] for p in printed[3:]] == names * 2  # then alternately
   evaluation = throughput.compare(config(src), out, 1, 4, 1, "eval")
   assert "reference" not in evaluation and evaluation["split"] == "eval"
 

@@ -165,16 +165,18 @@ def compare(data_config, directory: str, rounds: int, batch_size: int, num_batch
             split: str) -> dict:
   """`data_config`'s data (full_size), the prepared dataset in `directory` and, for a
   folder's training batches, the plain reference: timed alternately, `rounds` times
-  each; their mean rates, per core, and `ratio` = prepared / full_size."""
+  each after an untimed warm-up of each; their mean rates, per core, and `ratio` =
+  prepared / full_size."""
   sources = {"full_size": create_source(data_config),
              "prepared": create_source(prepared_config(data_config, directory))}
-  timers = {name: (lambda s=source: measure(s, batch_size, num_batches, split))
+  timers = {name: (lambda n=num_batches, s=source: measure(s, batch_size, n, split))
             for name, source in sources.items()}
   paths = getattr(sources["full_size"].train_reader, "paths", None)  # a folder's files
   if split == "train" and paths is not None:
-    timers["reference"] = lambda: {"split": split, **_timed(
-        reference_batches(paths, data_config, batch_size), num_batches,
-        "reference batches")}
+    timers["reference"] = lambda n=num_batches: {"split": split, **_timed(
+        reference_batches(paths, data_config, batch_size), n, "reference batches")}
+  for name, timer in timers.items():  # untimed: tf.data's autotuning settles, files cached
+    print(name, "warm-up", timer(max(1, num_batches // 4))["images_per_s"])
   rates = {name: [] for name in timers}
   for _ in range(rounds):
     for name, timer in timers.items():
