@@ -45,10 +45,11 @@ class Report:
   seed_groups: List[SeedGroup] = dataclasses.field(default_factory=list)
   x: Optional[str] = None           # a config field, e.g. optim.learning_rate
   by_x: Dict[str, List[XPoint]] = dataclasses.field(default_factory=dict)  # series -> points
+  note: str = ""                    # a line under the plots' titles, e.g. the time scale
 
 
 def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = METRIC,
-          paper: bool = False, x: Optional[str] = None) -> Report:
+          paper: bool = False, x: Optional[str] = None, note: str = "") -> Report:
   runs = member_dirs(workdir)
   if not runs:
     raise FileNotFoundError(f"No sweep members in {workdir}: no sweep.json and no "
@@ -62,7 +63,7 @@ def build(workdir: str, target: Union[str, float] = PAPER_TARGET, metric: str = 
   summaries = [summarize(name, rows[name], value, metric) for name, _ in runs]
   return Report(workdir, value, description, reference, metric, summaries, curves, paper,
                 group_stats(groups, summaries, curves, value), x,
-                accuracy_by(x, summaries, configs) if x else {})
+                accuracy_by(x, summaries, configs) if x else {}, note)
 
 
 def _fmt_steps(steps) -> str:
@@ -148,8 +149,8 @@ def markdown(report: Report) -> str:
     head.append(f"fewer steps than {ref.name}")
   if report.paper:
     head += ["paper: steps to 72.2%", "paper: max accuracy"]
-  lines = [f"# Sweep report: {report.workdir}", "",
-           f"Target: {report.target_description}. Accuracy is `{report.metric}` over the whole "
+  lines = [f"# Sweep report: {report.workdir}", ""] + ([report.note, ""] if report.note else [])
+  lines += [f"Target: {report.target_description}. Accuracy is `{report.metric}` over the whole "
            "evaluation split at each evaluated step; \"steps to\" is the first evaluated "
            "step at or above the target, \"at step\" the first evaluated step at the "
            "maximum. Steps are training steps (mini-batches). steps/s is the median "
@@ -192,6 +193,8 @@ def to_json(report: Report) -> dict:
     out["x"] = report.x
     out["by_x"] = {label: [dataclasses.asdict(p) for p in points]
                    for label, points in report.by_x.items()}
+  if report.note:
+    out["note"] = report.note
   out["curves"] = {name: [[step, acc] for step, acc in curve]
                    for name, curve in report.curves.items()}
   if report.paper:
@@ -222,7 +225,8 @@ def from_json(d: dict) -> Report:
                             "max_accuracy": Spread(**p["max_accuracy"])}) for p in points]
           for label, points in d.get("by_x", {}).items()}
   return Report(d["workdir"], d["target"], d["target_description"], d["reference"],
-                d["metric"], summaries, curves, "paper_figure3" in d, groups, d.get("x"), by_x)
+                d["metric"], summaries, curves, "paper_figure3" in d, groups, d.get("x"), by_x,
+                d.get("note", ""))
 
 
 def plots(report: Report, directory: str, log_steps: bool = False, log_x: bool = False,

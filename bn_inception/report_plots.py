@@ -13,11 +13,20 @@ def _pyplot():
   return plt
 
 
+def _scale(metric: str):
+  """(factor, axis label) for `metric`: accuracies are drawn in %."""
+  if "accuracy" in metric:
+    return 100.0, f"{metric} (%)"
+  return 1.0, metric
+
+
 def plot(report, path: str, log_steps: bool = False,
          ymin: Optional[float] = None) -> None:
-  """All members' accuracy against steps on one plot, with the target as a line."""
+  """All members' accuracy (in %) against steps on one plot, with the target as a line;
+  the legend beside the axes, not over the curves."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(8, 5))
+  k, ylabel = _scale(report.metric)
+  fig, ax = plt.subplots(figsize=(10, 5))
   visible = lambda curve: [(s, a) for s, a in curve if s > 0 or not log_steps]  # log: no 0
   grouped = set()
   for g in report.seed_groups:  # seeds of one setting: their mean, shaded min to max
@@ -26,27 +35,31 @@ def plot(report, path: str, log_steps: bool = False,
     if points:
       steps = [s for s, _ in points]
       by_step = [dict(report.curves[n]) for n in g.members]
-      line, = ax.plot(steps, [a for _, a in points], marker=".",
+      line, = ax.plot(steps, [k * a for _, a in points], marker=".",
                       label=f"{g.label} (mean of {len(g.members)} seeds)")
-      ax.fill_between(steps, [min(d[s] for d in by_step) for s in steps],
-                      [max(d[s] for d in by_step) for s in steps],
+      ax.fill_between(steps, [k * min(d[s] for d in by_step) for s in steps],
+                      [k * max(d[s] for d in by_step) for s in steps],
                       color=line.get_color(), alpha=0.2, lw=0)
   for name, curve in report.curves.items():
     points = visible(curve)
     if points and name not in grouped:
       steps, accs = zip(*points)
-      ax.plot(steps, accs, marker=".", label=name)
-  ax.axhline(report.target, color="gray", ls="--", lw=1,
+      ax.plot(steps, [k * a for a in accs], marker=".", label=name)
+  ax.axhline(k * report.target, color="gray", ls="--", lw=1,
              label=f"target {100 * report.target:.2f}%")
   if log_steps:
     ax.set_xscale("log")
+  title = "Accuracy vs. training steps (cf. the paper's Figure 2)"
+  if report.note:
+    title += "\n" + report.note
   if ymin is not None:  # e.g. 0.95: the top of the curves, where the runs differ
     top = max([ymin] + [a for c in report.curves.values() for _, a in c])
-    ax.set_ylim(ymin, top + 0.05 * (top - ymin) + 1e-3)
-  ax.set(xlabel="training steps" + (" (log scale)" if log_steps else ""),
-         ylabel=report.metric, title="Accuracy vs. training steps (cf. the paper's Figure 2)")
+    ax.set_ylim(k * ymin, k * (top + 0.05 * (top - ymin) + 1e-3))
+    title += f"\naxis from {k * ymin:g}{'%' if k == 100 else ''}: lower values are cut off"
+  ax.set(xlabel="training steps" + (" (log scale)" if log_steps else ""), ylabel=ylabel,
+         title=title)
   ax.grid(True, alpha=0.3)
-  ax.legend(loc="lower right" if ymin is None else "best", fontsize="small")
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
@@ -59,20 +72,24 @@ def x_plot_name(report) -> str:
 def plot_by_x(report, path: str, log_x: bool = False) -> None:
   """Final accuracy against the x field, one line per series; bars span the seeds."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6, 4))
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  k, ylabel = _scale(report.metric)
   for label, points in report.by_x.items():
     xs = [p.x for p in points]
-    ys = [p.final_accuracy.mean for p in points]
-    err = [[p.final_accuracy.mean - p.final_accuracy.low for p in points],
-           [p.final_accuracy.high - p.final_accuracy.mean for p in points]]
+    ys = [k * p.final_accuracy.mean for p in points]
+    err = [[k * (p.final_accuracy.mean - p.final_accuracy.low) for p in points],
+           [k * (p.final_accuracy.high - p.final_accuracy.mean) for p in points]]
     ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
   if log_x:
     ax.set_xscale("log", base=2 if all(float(p.x).is_integer() for ps in report.by_x.values()
                                        for p in ps) else 10)
+  low = ax.get_ylim()[0]
   ax.set(xlabel=report.x + (" (log scale)" if log_x else ""),
-         ylabel=f"final {report.metric}", title=f"Accuracy vs. {report.x}")
+         ylabel=f"final {ylabel}" + (f"\naxis from {low:.3g}, not 0" if low > 0 else ""))
+  ax.set_title(f"Accuracy vs. {report.x}" + (f"\n{report.note}" if report.note else ""),
+               fontsize="medium")
   ax.grid(True, alpha=0.3)
-  ax.legend(loc="best", fontsize="small")
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)

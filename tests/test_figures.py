@@ -21,8 +21,11 @@ def test_figure_1_redraws_from_its_committed_series_and_matches_the_table(tmp_pa
 
 
 # Sweep reports committed with their curves, and the figure of reproduction.md each draws.
-SWEEP_FIGURES = {"bn_group_size_report.json": ("bn_group_size.png", "accuracy_vs_group_size.png",
-                                               ["--log_x"])}
+SWEEP_FIGURES = {
+    "bn_group_size_report.json": ("bn_group_size.png", "accuracy_vs_group_size.png", ["--log_x"]),
+    "lr_grid_report.json": ("lr_grid.png", "accuracy_vs_learning_rate.png", ["--log_x"]),
+    "sigmoid_no_bn_report.json": ("sigmoid_no_bn.png", "accuracy_vs_steps.png", []),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SWEEP_FIGURES))

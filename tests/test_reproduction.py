@@ -165,7 +165,7 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
   saved["data"]["data_dir"] = "/elsewhere/mnist"
   saved["train"]["checkpoint_every"] = 7
   (w / "bn-lr0.1-seed1" / "config.json").write_text(json.dumps(saved))
-  r = report.build(str(w), 0.93, x="optim.learning_rate")
+  r = report.build(str(w), 0.93, x="optim.learning_rate", note="hand-made, 200 steps")
 
   (group,) = r.seed_groups  # the only setting run with more than one seed
   assert group.label == "bn-lr0.1" and len(group.members) == 3
@@ -189,6 +189,7 @@ def test_report_over_seeds_and_against_a_field(tmp_path):
   assert data["x"] == "optim.learning_rate" and len(data["over_seeds"]) == 1
   # report.json alone gives the same report back, and `report.py --redraw` its plots.
   assert data["curves"]["bn-lr0.1-seed1"] == [[100, 0.80], [200, 0.92]]
+  assert data["note"] == "hand-made, 200 steps" and "\nhand-made, 200 steps\n" in text
   assert report.from_json(json.loads(json.dumps(data))) == r
   redrawn = tmp_path / "redrawn"
   proc = subprocess.run([sys.executable, "scripts/report.py", f"--redraw={paths[1]}",
