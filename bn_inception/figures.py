@@ -1,4 +1,5 @@
-"""Figure 1 of the paper from the metrics the training loop wrote (metrics.jsonl)."""
+"""Figure 1 of the paper from the metrics the training loop wrote (metrics.jsonl), and
+section 5's member-and-ensemble errors from evaluation reports (docs/reproduction.md)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,35 @@ def write_example_grid(rows: Dict[str, Any], path: str, scale: float = 0.9) -> s
   fig.savefig(path, dpi=80)
   plt.close(fig)
   return path
+
+
+def draw_member_errors(reports: Dict[str, Dict[str, Any]], png_path: str,
+                       crops: int = 1, note: str = "") -> str:
+  """Section 5's figure: each member's and the ensemble's top-1 error, one bar group
+  per network and one bar per evaluation report (label -> an evaluate.py report.json),
+  from each report's `crops`-crop result."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(9, 3.8))
+  width = 0.8 / len(reports)
+  names = None
+  for i, (label, report) in enumerate(reports.items()):
+    (result,) = [r for r in report["results"] if r["crops"] == crops]
+    rows = result["rows"]
+    names = names or [r["model"] for r in rows]
+    if [r["model"] for r in rows] != names:
+      raise ValueError(f"{label}: its networks differ from the first report's.")
+    ax.bar([j + width * i for j in range(len(rows))], [r["top1_error"] for r in rows],
+           width, label=label)
+  ax.set_xticks([j + width * (len(reports) - 1) / 2 for j in range(len(names))], names,
+                rotation=20, fontsize=8)
+  examples = rows[0]["examples"]
+  ax.set(ylabel=f"top-1 error (%), {examples:,} test examples",
+         title=f"Six members and their ensemble ({crops} crop{'s' if crops > 1 else ''})"
+         + (f"\n{note}" if note else ""))
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=80)
+  plt.close(fig)
+  return png_path

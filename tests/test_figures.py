@@ -44,3 +44,19 @@ def test_sweep_figures_redraw_from_their_committed_reports(name, tmp_path):
                         cwd=DOCS.parents[1])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert (tmp_path / drawn).read_bytes() == (DOCS / figure).read_bytes()
+
+
+def test_ensemble_figure_redraws_from_its_committed_evaluation_reports(tmp_path):
+  reports = {f"time scale {label}": json.loads(
+      (DOCS / f"twin_ensemble_{scale}_eval_report.json").read_text())
+      for label, scale in (("2,500", "2500"), ("10,677", "10677"))}
+  # Section 5's own-seed rows: best member, ensemble, from the 1-crop results.
+  for label, best, ensemble in (("time scale 2,500", 0.82, 0.66),
+                                ("time scale 10,677", 1.68, 1.34)):
+    (result,) = [r for r in reports[label]["results"] if r["crops"] == 1]
+    errors = {r["model"]: r["top1_error"] for r in result["rows"]}
+    assert errors.pop("ensemble") == pytest.approx(ensemble, abs=0.005)
+    assert min(errors.values()) == pytest.approx(best, abs=0.005) and len(errors) == 6
+  png = figures.draw_member_errors(reports, str(tmp_path / "twin_ensemble.png"),
+                                   note="MNIST twin's BN-x30, each member its own seed")
+  assert Path(png).read_bytes() == (DOCS / "twin_ensemble.png").read_bytes()
