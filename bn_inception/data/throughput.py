@@ -5,7 +5,9 @@
 * `reference_batches`: a plain tf.data pipeline doing the training pipeline's work
   on the same image files (read, Inception crop window, decode inside it, resize,
   flip, uint8, batch), written from TensorFlow ops alone -- the yardstick the
-  project's own pipeline is held to.
+  project's own pipeline is held to. Like the default config (distort_on_device) it
+  leaves colour distortion to the accelerator; with distort_on_device=False the
+  project's pipeline also distorts on the host and the two no longer do the same work.
 * `stage_costs`: CPU milliseconds per image of each stage of that work (file read,
   crop window, entropy decoding, inverse DCT, resize, flip), from pipelines that
   stop after each stage, and of the project's per-step Python (the reader's fetch).
@@ -109,12 +111,12 @@ def _pipeline(items: Sequence, fn: Callable, batch_size: int, read_files: bool):
   if read_files:
     ds = ds.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = tf.data.Dataset.zip(tf.data.Dataset.range(2**62), ds)
+
   def example(i, data):  # a decoded crop's shape varies: keep one pixel to batch it
     out = fn(i, data)
     return {"image": out if out.shape.is_fully_defined() else out[:1, :1], "label": i}
 
-  ds = ds.map(example,
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   options = tf.data.Options()
   options.deterministic = True
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(
