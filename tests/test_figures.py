@@ -25,6 +25,7 @@ SWEEP_FIGURES = {
     "bn_group_size_report.json": ("bn_group_size.png", "accuracy_vs_group_size.png", ["--log_x"]),
     "lr_grid_report.json": ("lr_grid.png", "accuracy_vs_learning_rate.png", ["--log_x"]),
     "sigmoid_no_bn_report.json": ("sigmoid_no_bn.png", "accuracy_vs_steps.png", []),
+    "twin_seeds_report.json": ("twin_seeds.png", "accuracy_vs_steps.png", ["--ymin=0.95"]),
 }
 
 
