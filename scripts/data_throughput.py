@@ -13,7 +13,7 @@ times each in this one process: the --data folder (full_size), the prepared data
 in DIR (prepared), and a plain tf.data pipeline doing the training pipeline's work on
 the folder's files (reference, bn_inception/data/throughput.py). Its last line is one
 JSON object: each rate (mean of the rounds) and per core, `ratio` (prepared /
-full_size) and `full_size_vs_reference`.
+full_size) and `full_size_vs_reference`, each also per round (`<name>_rounds`).
 
   python scripts/data_throughput.py --data.image_size=224 --stages [--compare=DIR]
 

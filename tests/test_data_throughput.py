@@ -48,6 +48,10 @@ def test_compare_reports_three_rates_per_core_and_their_ratios(folder_and_prepar
                                   / result["full_size"]["images_per_s"], 2)
   assert result["full_size_vs_reference"] == round(
       result["full_size"]["images_per_s"] / result["reference"]["images_per_s"], 2)
+  for key, (a, b) in (("ratio", ("prepared", "full_size")),
+                      ("full_size_vs_reference", ("full_size", "reference"))):
+    assert result[key + "_rounds"] == [round(x / y, 2) for x, y in
+                                       zip(result[a]["rounds"], result[b]["rounds"])]
   printed = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
   names = ["full_size", "prepared", "reference"]
   assert printed[:3] == [[n, "warm-up"] for n in names]

@@ -192,10 +192,13 @@ def compare(data_config, directory: str, rounds: int, batch_size: int, num_batch
     mean = statistics.mean(values)
     out[name] = {"images_per_s": round(mean, 1), "per_core": round(mean / num_cores, 1),
                  "rounds": values}
-  out["ratio"] = round(out["prepared"]["images_per_s"] / out["full_size"]["images_per_s"], 2)
-  if "reference" in out:
-    out["full_size_vs_reference"] = round(
-        out["full_size"]["images_per_s"] / out["reference"]["images_per_s"], 2)
+  # The ratios of the means, and each round's own (the pipelines alternate, so a round's
+  # ratio is paired against the host's drift).
+  for key, (a, b) in (("ratio", ("prepared", "full_size")),
+                      ("full_size_vs_reference", ("full_size", "reference"))):
+    if b in out:
+      out[key] = round(out[a]["images_per_s"] / out[b]["images_per_s"], 2)
+      out[key + "_rounds"] = [round(x / y, 2) for x, y in zip(rates[a], rates[b])]
   return out
 
 
