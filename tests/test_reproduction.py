@@ -321,7 +321,9 @@ def test_twin_back_image_runs_and_its_claims_are_decided(tmp_path):
       [f"{w}/*-seed*", f"{budget}/*-seed*"])]
   ensemble.run(specs, [1], output_dir=str(tmp_path / "eval"), batch_size=1000)
   curves, correct, nonfinite = recipe_claims.load([str(w)], str(tmp_path / "eval"))
-  assert len(curves) == 15 and len(correct) == 21 + 1  # and the ensemble of all
+  # Every network's correctness, the main run's 15 and the control's 6; the file's
+  # ensemble row is no recipe's seed and is left out (recipe_claims.load_correct).
+  assert len(curves) == 15 and len(correct) == 21 and "ensemble" not in correct
   d = recipe_claims.decide(curves, correct, nonfinite, num_samples=100)
   assert set(d["exceeds"]) == {"bn_baseline", "bn_x5", "bn_x30"} and len(d["highest"]) == 4
   assert "trains" in recipe_claims.markdown(d)
