@@ -20,6 +20,9 @@ it, one line per setting of the other fields that vary, in accuracy_vs_<field>.p
 curve), e.g. a committed one whose runs are gone.
 """
 
+import json
+import os
+
 from absl import flags
 
 from bn_inception import cli
@@ -41,15 +44,14 @@ _NOTE = flags.DEFINE_string("note", "", "A line under the plots' titles (kept in
 _REDRAW = flags.DEFINE_string("redraw", None, "A report.json: draw its plots again from it "
                                "alone, into --output_dir (default: beside it).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "With --redraw: where the plots go.")
-flags.register_validator("workdir", lambda v: bool(v) != bool(_REDRAW.value),
-                         "Give --workdir (a sweep to report) or --redraw (a report.json), "
-                         "one of them.")
+flags.register_multi_flags_validator(
+    ["workdir", "redraw"], lambda f: bool(f["workdir"]) != bool(f["redraw"]),
+    "Give --workdir (a sweep to report) or --redraw (a report.json), one of them.")
 
 
 def run():
   from bn_inception import report
   if _REDRAW.value:
-    import json, os
     with open(_REDRAW.value) as f:
       r = report.from_json(json.load(f))
     out = _OUTPUT_DIR.value or os.path.dirname(os.path.abspath(_REDRAW.value))
