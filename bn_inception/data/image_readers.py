@@ -58,8 +58,8 @@ class ArrayRecordReader:
 
   `fetch` reads each shard's records with one array_record call and parses them with
   protobuf's C++ parser, about 20 us an image on this project's CPU host; TFDS's
-  data source (a new thread pool per call, Python deserialisation) took 55 us, a
-  quarter of the prepared input pipeline's time (docs/data.md, Measured throughput).
+  data source (a new thread pool per call, Python deserialisation) took 55 us, on the
+  one thread that feeds the pipeline (docs/data.md, Measured throughput).
   """
 
   READER_OPTIONS = "readahead_buffer_size:0"  # random access: no read-ahead
